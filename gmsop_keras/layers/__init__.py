@@ -1,0 +1,8 @@
+"""Keras layers of GM-SOP, each usable on its own inside any Keras model."""
+
+from gmsop_keras.layers.gated_mixture import GatedMixture
+from gmsop_keras.layers.noisy_top_k_gate import NoisyTopKGate, balance_loss, top_k_softmax
+from gmsop_keras.layers.parametric_gap import ParametricGAP
+from gmsop_keras.layers.square_root_sop import SquareRootSOP
+
+__all__ = ["GatedMixture", "NoisyTopKGate", "ParametricGAP", "SquareRootSOP", "balance_loss", "top_k_softmax"]

@@ -1,0 +1,234 @@
+"""GatedMixture: GM-SOP / GM-GAP, and their ungated averages Ave-SOP / Ave-GAP."""
+
+import keras
+from keras import ops
+
+from gmsop_keras.layers.initializers import stacked_initializer
+from gmsop_keras.layers.noisy_top_k_gate import NOISE_MODES, NoisyTopKGate
+from gmsop_keras.ops import square_root_sop, triu_output_dim
+
+COMPONENTS = ("sop", "gap")
+DISPATCHES = ("auto", "dense", "gather")
+DEFAULT_COMPONENT_DIMS = {"sop": (256, 128), "gap": (512,)}
+
+
+@keras.saving.register_keras_serializable(package="gmsop_keras")
+class GatedMixture(keras.layers.Layer):
+    """Global gated mixture of (second-order) pooling components (paper Eq. 1).
+
+    `y = sum over the K selected components of w_i(X) M_i(X)`, where the
+    components `M_i` are parametric SR-SOPs (`component="sop"`: 1x1 convs
+    `component_dims=(256, 128)` with ReLU, no bias, no BatchNorm, then
+    covariance, square root, upper triangle: 8256-d) or parametric GAPs
+    (`component="gap"`: a 1x1 conv to `component_dims=(512,)` with ReLU, then
+    the mean: 512-d). The weights `w` come from a `NoisyTopKGate` fed by
+    prediction layers of the component's architecture with BatchNorm (1x1 conv
+    256 + BN + ReLU, 1x1 conv 128 + BN + ReLU, then SR-SOP or GAP), as in the
+    official code.
+
+    One departure from the official code: the gate's input features are
+    standardised by a BatchNorm without learned scale or offset. A fresh
+    network's pooled features barely differ between samples, so without it
+    the shared part decides the routing and a fresh GM-SOP gate sends a batch
+    to a few components (load coefficient of variation 0.65-0.86 over 16
+    components, 3-4 of them unused); with it the load is even from the first
+    step (0.1, none unused), which the official code got from random
+    tie-breaking of constant weights.
+
+    With `top_k=None` there is no gate: the output is the plain mean of all N
+    components (the paper's Ave-SOP-N / Ave-GAP-N).
+
+    Dispatch: every sample uses exactly K components, so there are always
+    `B * K` (sample, component) pairs. `"gather"` gathers each pair's kernels
+    and runs only those pairs through one batched convolution, covariance and
+    square root; `"dense"` computes all N components for every sample and
+    multiplies by the (mostly zero) weights. Both give the same numbers
+    (components have no BatchNorm); `"auto"` gathers when `K < N`.
+
+    The whole layer computes in float32 by default, also under a
+    mixed-precision policy (pass `dtype` to override).
+
+    Args:
+        num_components: `N`.
+        top_k: `K` (`1 <= K <= N`), or `None` for the ungated average.
+        component: `"sop"` or `"gap"`.
+        component_dims: widths of a component's 1x1 convolutions.
+        gate_dims: widths of the gate's prediction convolutions.
+        balance_loss_weight: `alpha` of the balance loss (Eq. 4).
+        noise: gate noise, `"per_sample"`, `"per_component"` or `"none"`.
+        num_iterations: Newton-Schulz iterations of every square root.
+        dispatch: `"auto"`, `"dense"` or `"gather"`.
+        seed: seed of the gate noise.
+
+    Call arguments:
+        inputs: feature maps `(batch, height, width, channels)`.
+        training: gate noise and balance loss only when `True`.
+
+    Output shape:
+        `(batch, output_dim)`: `d (d + 1) / 2` with `d = component_dims[-1]`
+        for `"sop"`, `component_dims[-1]` for `"gap"`.
+
+    Example:
+
+    >>> layer = GatedMixture(num_components=4, top_k=2, component="gap", component_dims=(32,))
+    >>> layer(keras.ops.ones((2, 8, 8, 16))).shape
+    (2, 32)
+
+    Reference:
+        Wang et al., Global Gated Mixture of Second-order Pooling for
+        Improving Deep Convolutional Neural Networks, NeurIPS 2018.
+    """
+
+    def __init__(
+        self,
+        num_components=16,
+        top_k=8,
+        component="sop",
+        component_dims=None,
+        gate_dims=(256, 128),
+        balance_loss_weight=100.0,
+        noise="per_sample",
+        num_iterations=5,
+        dispatch="auto",
+        kernel_initializer="he_normal",
+        seed=None,
+        **kwargs,
+    ):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        if component not in COMPONENTS:
+            raise ValueError(f"`component` must be one of {COMPONENTS}. Received: component={component!r}")
+        if dispatch not in DISPATCHES:
+            raise ValueError(f"`dispatch` must be one of {DISPATCHES}. Received: dispatch={dispatch!r}")
+        if noise not in NOISE_MODES:
+            raise ValueError(f"`noise` must be one of {NOISE_MODES}. Received: noise={noise!r}")
+        if not isinstance(num_components, int) or num_components < 1:
+            raise ValueError(f"`num_components` must be a positive integer. Received: num_components={num_components}")
+        if top_k is not None and not (isinstance(top_k, int) and 1 <= top_k <= num_components):
+            raise ValueError(
+                "`top_k` must be None (plain average) or an integer with 1 <= top_k <= num_components. "
+                f"Received: top_k={top_k}, num_components={num_components}"
+            )
+        component_dims = tuple(int(d) for d in (component_dims or DEFAULT_COMPONENT_DIMS[component]))
+        if component == "gap" and len(component_dims) != 1:
+            raise ValueError(
+                f"A GAP component has one 1x1 convolution. Received: component_dims={component_dims}"
+            )
+        self.num_components = num_components
+        self.top_k = top_k
+        self.component = component
+        self.component_dims = component_dims
+        self.gate_dims = tuple(int(d) for d in gate_dims)
+        self.balance_loss_weight = float(balance_loss_weight)
+        self.noise = noise
+        self.num_iterations = num_iterations
+        self.dispatch = dispatch
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.seed = seed
+        if component == "sop":
+            self.output_dim = triu_output_dim(component_dims[-1])
+        else:
+            self.output_dim = component_dims[-1]
+
+        self.gate_convs, self.gate_norms, self.gate = [], [], None
+        if top_k is not None:
+            for i, width in enumerate(self.gate_dims):
+                self.gate_convs.append(
+                    keras.layers.Conv2D(
+                        width, 1, use_bias=False, kernel_initializer="he_normal",
+                        dtype=self.dtype_policy, name=f"gate_conv_{i}",
+                    )
+                )
+                self.gate_norms.append(keras.layers.BatchNormalization(dtype=self.dtype_policy, name=f"gate_bn_{i}"))
+            # Departure from the official code (see the class docstring): the gate's
+            # input is standardised, without learned scale or offset.
+            self.gate_input_norm = keras.layers.BatchNormalization(
+                center=False, scale=False, dtype=self.dtype_policy, name="gate_input_bn"
+            )
+            self.gate = NoisyTopKGate(
+                num_components, top_k, balance_loss_weight=balance_loss_weight, noise=noise,
+                seed=seed, dtype=self.dtype_policy, name="gate",
+            )
+
+    def build(self, input_shape):
+        if len(input_shape) != 4 or input_shape[-1] is None:
+            raise ValueError(
+                "`GatedMixture` expects feature maps (batch, height, width, channels) with a known "
+                f"number of channels. Received: input_shape={input_shape}"
+            )
+        channels = input_shape[-1]
+        self.component_kernels = []
+        for i, width in enumerate(self.component_dims):
+            self.component_kernels.append(
+                self.add_weight(
+                    shape=(self.num_components, channels, width),
+                    initializer=stacked_initializer(self.kernel_initializer, self.num_components),
+                    name=f"component_kernel_{i}",
+                )
+            )
+            channels = width
+        if self.gate is not None:
+            shape = tuple(input_shape)
+            for conv, norm in zip(self.gate_convs, self.gate_norms):
+                conv.build(shape)
+                shape = conv.compute_output_shape(shape)
+                norm.build(shape)
+            gate_features = triu_output_dim(shape[-1]) if self.component == "sop" else shape[-1]
+            self.gate_input_norm.build((input_shape[0], gate_features))
+            self.gate.build((input_shape[0], gate_features))
+
+    def call(self, inputs, training=None):
+        batch = ops.shape(inputs)[0]
+        positions = ops.reshape(inputs, (batch, -1, inputs.shape[-1]))  # (B, L, C)
+        if self.gate is None:
+            return ops.mean(self._components(positions[:, None], self.component_kernels), axis=1)
+
+        weights = self.gate(self._gate_features(inputs, training), training=training)  # (B, N)
+        if self.dispatch == "dense" or (self.dispatch == "auto" and self.top_k == self.num_components):
+            outputs = self._components(positions[:, None], self.component_kernels)  # (B, N, D)
+            return ops.einsum("bn,bnd->bd", weights, outputs)
+        top_weights, indices = ops.top_k(weights, self.top_k, sorted=False)  # (B, K)
+        kernels = [ops.take(kernel, indices, axis=0) for kernel in self.component_kernels]  # (B, K, ., .)
+        outputs = self._components(positions[:, None], kernels)  # (B, K, D)
+        return ops.einsum("bk,bkd->bd", top_weights, outputs)
+
+    def _gate_features(self, inputs, training):
+        x = inputs
+        for conv, norm in zip(self.gate_convs, self.gate_norms):
+            x = ops.relu(norm(conv(x), training=training))
+        if self.component == "sop":
+            features = square_root_sop(x, self.num_iterations)
+        else:
+            features = ops.mean(x, axis=(1, 2))
+        return self.gate_input_norm(features, training=training)
+
+    def _components(self, positions, kernels):
+        """Component outputs for positions `(B, 1, L, C)` and kernels `(M, C, h)` or `(B, M, C, h)`."""
+        x = positions
+        for kernel in kernels:
+            x = ops.relu(ops.matmul(x, kernel))  # (B, M, L, h)
+        if self.component == "gap":
+            return ops.mean(x, axis=2)
+        batch, num = ops.shape(x)[0], x.shape[1]
+        pooled = square_root_sop(ops.reshape(x, (-1, x.shape[2], x.shape[3])), self.num_iterations)
+        return ops.reshape(pooled, (batch, num, self.output_dim))
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.output_dim)
+
+    def get_config(self):
+        base_config = super().get_config()
+        config = {
+            "num_components": self.num_components,
+            "top_k": self.top_k,
+            "component": self.component,
+            "component_dims": list(self.component_dims),
+            "gate_dims": list(self.gate_dims),
+            "balance_loss_weight": self.balance_loss_weight,
+            "noise": self.noise,
+            "num_iterations": self.num_iterations,
+            "dispatch": self.dispatch,
+            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+            "seed": self.seed,
+        }
+        return {**base_config, **config}

@@ -1,0 +1,144 @@
+"""GatedMixture: equals an independent per-component oracle, both dispatches agree (values and gradients)."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from gmsop_keras.layers import GatedMixture, ParametricGAP, SquareRootSOP
+from tests.layer_checks import check_layer
+
+SMALL = dict(gate_dims=(6, 4), num_iterations=3)
+DIMS = {"sop": (6, 4), "gap": (5,)}
+OUT = {"sop": 10, "gap": 5}
+
+
+def maps(batch=6, seed=0):
+    return np.random.default_rng(seed).standard_normal((batch, 5, 5, 8)).astype("float32")
+
+
+def mixture(component, top_k=2, dispatch="auto", **kwargs):
+    options = dict(SMALL, component_dims=DIMS[component], noise="none")
+    options.update(kwargs)
+    return GatedMixture(5, top_k, component=component, dispatch=dispatch, **options)
+
+
+def oracle_components(layer, x):
+    """Each component as its own SquareRootSOP / ParametricGAP layer with the mixture's kernels: (B, N, D)."""
+    outputs = []
+    for i in range(layer.num_components):
+        kernels = [np.array(k)[i] for k in layer.component_kernels]
+        if layer.component == "sop":
+            single = SquareRootSOP(hidden_dims=layer.component_dims, num_iterations=layer.num_iterations)
+        else:
+            single = ParametricGAP(layer.component_dims[0])
+        single.build(x.shape)
+        single.set_weights(kernels)
+        outputs.append(keras.ops.convert_to_numpy(single(x)))
+    return np.stack(outputs, axis=1)
+
+
+@pytest.mark.parametrize("component", ["sop", "gap"])
+@pytest.mark.parametrize("dispatch", ["dense", "gather"])
+def test_gated_output_is_the_weighted_sum_of_the_selected_components(component, dispatch):
+    layer = mixture(component, dispatch=dispatch)
+    x = maps()
+    y = keras.ops.convert_to_numpy(layer(x))
+    weights = keras.ops.convert_to_numpy(layer.gate(layer._gate_features(x, False)))
+    np.testing.assert_array_equal((weights > 0).sum(axis=1), 2)
+    expected = np.einsum("bn,bnd->bd", weights, oracle_components(layer, x))
+    np.testing.assert_allclose(y, expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("component", ["sop", "gap"])
+def test_average_is_the_mean_of_all_components(component):
+    layer = mixture(component, top_k=None)
+    x = maps()
+    y = keras.ops.convert_to_numpy(layer(x))
+    np.testing.assert_allclose(y, oracle_components(layer, x).mean(axis=1), rtol=1e-4, atol=1e-5)
+    assert layer.gate is None
+
+
+@pytest.mark.parametrize("component", ["sop", "gap"])
+def test_gather_and_dense_dispatch_agree_in_values_and_gradients(component):
+    x = tf.constant(maps(batch=8, seed=1))
+    dense, gather = mixture(component, dispatch="dense"), mixture(component, dispatch="gather")
+    dense(x)
+    gather(x)
+    gather.set_weights(dense.get_weights())
+    results = []
+    for layer in (dense, gather):
+        with tf.GradientTape() as tape:
+            y = layer(x, training=True)
+            loss = tf.reduce_sum(y * tf.sin(tf.range(y.shape[-1], dtype=y.dtype))) + tf.add_n(layer.losses)
+        grads = tape.gradient(loss, layer.trainable_weights)  # gathered kernels give IndexedSlices
+        results.append((y.numpy(), [tf.convert_to_tensor(g).numpy() for g in grads]))
+    (y_dense, g_dense), (y_gather, g_gather) = results
+    np.testing.assert_allclose(y_gather, y_dense, rtol=1e-5, atol=1e-6)
+    assert len(g_dense) == len(g_gather) == len(dense.trainable_weights)
+    for a, b, w in zip(g_dense, g_gather, dense.trainable_weights):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5 * max(1.0, np.abs(a).max()), err_msg=w.path)
+
+
+@pytest.mark.parametrize("dispatch", ["dense", "gather"])
+def test_only_the_selected_components_receive_gradient(dispatch):
+    layer = mixture("sop", dispatch=dispatch)
+    x = tf.constant(maps(batch=1, seed=3))
+    layer(x)  # build outside the tape
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(layer(x))
+    grads = tape.gradient(loss, layer.component_kernels)
+    weights = keras.ops.convert_to_numpy(layer.gate(layer._gate_features(x, False)))[0]
+    for grad in grads:
+        touched = np.abs(tf.convert_to_tensor(grad).numpy()).reshape(5, -1).max(axis=1) > 0
+        np.testing.assert_array_equal(touched, weights > 0)
+
+
+@pytest.mark.parametrize("component", ["sop", "gap"])
+def test_fresh_mixture_spreads_a_random_batch_over_all_components(component):
+    layer = GatedMixture(16, 8, component=component)
+    x = np.maximum(np.random.default_rng(2).standard_normal((32, 8, 8, 32)) + 0.5, 0).astype("float32")
+    layer(x[:2])
+    weights = keras.ops.convert_to_numpy(layer.gate(layer._gate_features(x, True), training=True))
+    load = (weights > 0).sum(axis=0)
+    assert (load > 0).all(), load
+    assert load.std() / load.mean() < 0.5, load
+
+
+@pytest.mark.parametrize(
+    "make_layer, dim",
+    [
+        (lambda: mixture("sop", seed=0, noise="per_sample"), OUT["sop"]),
+        (lambda: mixture("gap", seed=0, dispatch="dense"), OUT["gap"]),
+        (lambda: mixture("sop", top_k=None), OUT["sop"]),
+    ],
+)
+def test_mixture_contract(make_layer, dim, tmp_path):
+    check_layer(make_layer, maps(), (6, dim), tmp_path, atol=1e-5)
+
+
+def test_mixture_runs_in_float32_under_mixed_precision():
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        inputs = keras.Input((5, 5, 8))
+        hidden = keras.layers.Conv2D(8, 3, padding="same")(inputs)
+        outputs = keras.layers.Dense(3, dtype="float32")(mixture("sop", name="m")(hidden))
+        model = keras.Model(inputs, outputs)
+        model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        loss = model.train_on_batch(maps(), np.arange(6) % 3)
+        assert np.isfinite(loss)
+        assert model.get_layer("m").compute_dtype == "float32"
+        assert model.layers[1].compute_dtype == "float16"
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def test_bad_arguments_name_the_argument():
+    with pytest.raises(ValueError, match=r"top_k.*Received: top_k=9"):
+        GatedMixture(num_components=8, top_k=9)
+    with pytest.raises(ValueError, match="component"):
+        GatedMixture(component="vlad")
+    with pytest.raises(ValueError, match="dispatch"):
+        GatedMixture(dispatch="capacity")
+    with pytest.raises(ValueError, match="component_dims"):
+        GatedMixture(component="gap", component_dims=(8, 8))

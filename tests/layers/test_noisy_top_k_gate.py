@@ -1,0 +1,178 @@
+"""NoisyTopKGate: sparsity, normalisation, noise, the balance loss' value and its gradient under MirroredStrategy."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+
+from gmsop_keras.layers import NoisyTopKGate
+from tests.layer_checks import check_layer
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def features(batch=16, dim=12, seed=0):
+    return np.random.default_rng(seed).standard_normal((batch, dim)).astype("float32")
+
+
+def numpy_balance_loss(weights, alpha):
+    importance = weights.astype("float64").sum(axis=0)
+    return alpha * importance.var(ddof=1) / importance.mean() ** 2 / weights.shape[0]
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_exactly_top_k_nonzeros_summing_to_one(training):
+    gate = NoisyTopKGate(num_components=6, top_k=3)
+    w = keras.ops.convert_to_numpy(gate(features(), training=training))
+    assert w.shape == (16, 6)
+    np.testing.assert_array_equal((w > 0).sum(axis=1), 3)
+    np.testing.assert_allclose(w.sum(axis=1), 1.0, rtol=1e-6)
+
+
+def test_weights_are_the_softmax_of_the_top_k_clean_logits_at_inference():
+    gate = NoisyTopKGate(num_components=5, top_k=2)
+    f = features()
+    w = keras.ops.convert_to_numpy(gate(f))
+    logits = f @ np.array(gate.gate_kernel)
+    expected = np.zeros_like(logits)
+    for row, top in zip(range(len(f)), np.argsort(-logits, axis=1)[:, :2]):
+        e = np.exp(logits[row, top] - logits[row, top].max())
+        expected[row, top] = e / e.sum()
+    np.testing.assert_allclose(w, expected, rtol=1e-5, atol=1e-7)
+
+
+def test_deterministic_at_inference_noisy_in_training():
+    gate = NoisyTopKGate(num_components=8, top_k=2, seed=3)
+    f = features()
+    np.testing.assert_array_equal(gate(f), gate(f))
+    a, b = gate(f, training=True), gate(f, training=True)
+    assert not np.allclose(a, b)
+    quiet = NoisyTopKGate(num_components=8, top_k=2, noise="none")
+    np.testing.assert_array_equal(quiet(f, training=True), quiet(f))
+
+
+def test_per_sample_noise_shares_one_gamma_across_components():
+    """log w_i - log w_j = H_i - H_j; with one gamma per sample, every selected pair gives the same gamma."""
+    gate = NoisyTopKGate(num_components=6, top_k=6, noise="per_sample", seed=1, balance_loss_weight=0)
+    f = features(batch=8)
+    w = keras.ops.convert_to_numpy(gate(f, training=True)).astype("float64")
+    clean = f @ np.array(gate.gate_kernel)
+    spread = np.log1p(np.exp(f @ np.array(gate.noise_kernel)))
+    gammas = ((np.log(w) - np.log(w[:, :1])) - (clean - clean[:, :1]))[:, 1:] / (spread - spread[:, :1])[:, 1:]
+    np.testing.assert_allclose(gammas, gammas[:, :1] * np.ones_like(gammas), rtol=1e-3, atol=1e-3)
+    assert np.abs(gammas[:, 0]).max() > 0.05  # there was noise
+
+    per_component = NoisyTopKGate(num_components=6, top_k=6, noise="per_component", seed=1, balance_loss_weight=0)
+    per_component(f)
+    per_component.set_weights(gate.get_weights())
+    w = keras.ops.convert_to_numpy(per_component(f, training=True)).astype("float64")
+    gammas = ((np.log(w) - np.log(w[:, :1])) - (clean - clean[:, :1]))[:, 1:] / (spread - spread[:, :1])[:, 1:]
+    assert np.abs(gammas - gammas[:, :1]).max() > 0.05
+
+
+def test_balance_loss_value_matches_numpy_only_in_training():
+    gate = NoisyTopKGate(num_components=6, top_k=2, balance_loss_weight=100.0)
+    f = features(batch=10)
+    w = keras.ops.convert_to_numpy(gate(f, training=True))
+    assert len(gate.losses) == 1
+    assert float(gate.losses[0]) == pytest.approx(numpy_balance_loss(w, 100.0), rel=1e-5)
+    gate(f, training=False)
+    assert gate.losses == []
+
+
+def test_balance_loss_is_zero_for_even_load_and_large_for_collapsed_load():
+    from gmsop_keras.layers import balance_loss
+
+    even = np.tile(np.eye(4, dtype="float32"), (2, 1))  # 8 samples, each component twice
+    assert float(balance_loss(even, 100.0)) == pytest.approx(0.0, abs=1e-6)
+    collapsed = np.zeros((8, 4), dtype="float32")
+    collapsed[:, 0] = 1.0
+    assert float(balance_loss(collapsed, 100.0)) == pytest.approx(numpy_balance_loss(collapsed, 100.0), rel=1e-5)
+    assert float(balance_loss(collapsed, 100.0)) == pytest.approx(100.0 * 4.0 / 8, rel=1e-5)  # CV^2 = N with N-1 std
+
+
+def test_fresh_gate_has_no_ties_and_distinct_kernels():
+    gate = NoisyTopKGate(num_components=8, top_k=4)
+    gate.build((None, 12))
+    assert not np.allclose(gate.gate_kernel, gate.noise_kernel)
+    np.testing.assert_allclose(np.array(gate.gate_kernel).mean(axis=0), 0.0, atol=1e-6)
+    chosen = keras.ops.convert_to_numpy(gate(features(batch=32))) > 0
+    assert chosen.any(axis=0).all(), "a fresh gate should spread a random batch over all components"
+
+
+def test_gate_contract(tmp_path):
+    check_layer(lambda: NoisyTopKGate(4, 2, seed=0), features(batch=6, dim=5), (6, 4), tmp_path)
+
+
+def test_bad_arguments_name_the_argument():
+    with pytest.raises(ValueError, match=r"top_k.*Received: top_k=9"):
+        NoisyTopKGate(num_components=8, top_k=9)
+    with pytest.raises(ValueError, match="noise"):
+        NoisyTopKGate(4, 2, noise="gaussian")
+    with pytest.raises(ValueError, match="balance_loss_weight"):
+        NoisyTopKGate(4, 2, balance_loss_weight=-1)
+
+
+MIRRORED_SCRIPT = textwrap.dedent(
+    """
+    import os, sys
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    sys.path.insert(0, {root!r})
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    import keras, numpy as np
+    from gmsop_keras.layers import GatedMixture
+
+    keras.utils.set_random_seed(0)
+    x = np.random.default_rng(0).standard_normal((8, 4, 4, 6)).astype("float32")
+    y = np.zeros((8,), "float32")
+
+    def build():
+        inputs = keras.Input((4, 4, 6))
+        mixture = GatedMixture(6, 2, component="gap", component_dims=(5,), gate_dims=(4, 3), noise="none", name="mixture")
+        model = keras.Model(inputs, mixture(inputs))
+        # The task loss is zero: only the balance loss (added with add_loss) moves the gate.
+        model.compile(optimizer=keras.optimizers.SGD(1.0), loss=lambda t, p: 0.0 * keras.ops.sum(p, axis=-1))
+        return model
+
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    with strategy.scope():
+        model = build()
+    start = [w.numpy() for w in model.get_layer("mixture").gate.trainable_weights]
+
+    # Reference on one device, same weights: each replica computes the loss on its own half.
+    reference = build()
+    reference.set_weights(model.get_weights())
+    gate_vars = reference.get_layer("mixture").gate.trainable_weights
+    grads = []
+    for half in (x[:4], x[4:]):
+        with tf.GradientTape() as tape:
+            reference(half, training=True)
+            loss = tf.add_n(reference.losses)
+        grads.append([g.numpy() for g in tape.gradient(loss, gate_vars)])
+    mean_grad = [(a + b) / 2 for a, b in zip(*grads)]
+
+    model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
+    end = [w.numpy() for w in model.get_layer("mixture").gate.trainable_weights]
+    for s, e, g, g0, g1 in zip(start, end, mean_grad, *grads):
+        step = s - e
+        assert np.abs(g).max() > 1e-4, "balance loss gives no gradient"
+        assert np.allclose(step, g, rtol=1e-3, atol=1e-6), ("update is not the mean of both replicas' gradients", np.abs(step - g).max())
+        for single in (g0 / 2, g1 / 2):  # what one lost replica would leave
+            assert not np.allclose(step, single, rtol=1e-3, atol=1e-6)
+    print("OK", strategy.num_replicas_in_sync)
+    """
+)
+
+
+def test_balance_loss_gradient_reaches_the_gate_on_every_replica_under_mirrored_strategy(tmp_path):
+    script = tmp_path / "mirrored.py"
+    script.write_text(MIRRORED_SCRIPT.format(root=ROOT))
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "OK 2" in result.stdout
