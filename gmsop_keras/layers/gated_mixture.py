@@ -45,6 +45,10 @@ class GatedMixture(keras.layers.Layer):
     multiplies by the (mostly zero) weights. Both give the same numbers
     (components have no BatchNorm); `"auto"` gathers when `K < N`.
 
+    While training, `routing_counts` (a non-trainable N-vector) accumulates
+    how many samples each component received; the training callback reads
+    and resets it every epoch.
+
     The whole layer computes in float32 by default, also under a
     mixed-precision policy (pass `dtype` to override).
 
@@ -168,6 +172,15 @@ class GatedMixture(keras.layers.Layer):
             )
             channels = width
         if self.gate is not None:
+            # Samples routed to each component while training (paper Fig. 2 left).
+            # Synchronised on read, like a metric: each replica counts its own
+            # share and a read sums them. An on-write sum would communicate
+            # across replicas inside the forward pass, and under MirroredStrategy
+            # that loses the balance loss' gradient on all replicas but one.
+            self.routing_counts = keras.Variable(
+                initializer="zeros", shape=(self.num_components,), dtype="float32",
+                trainable=False, aggregation="sum", synchronization="on_read", name="routing_counts",
+            )
             shape = tuple(input_shape)
             for conv, norm in zip(self.gate_convs, self.gate_norms):
                 conv.build(shape)
@@ -184,6 +197,8 @@ class GatedMixture(keras.layers.Layer):
             return ops.mean(self._components(positions[:, None], self.component_kernels), axis=1)
 
         weights = self.gate(self._gate_features(inputs, training), training=training)  # (B, N)
+        if training:
+            self.routing_counts.assign_add(ops.sum(ops.cast(weights > 0, "float32"), axis=0))
         if self.dispatch == "dense" or (self.dispatch == "auto" and self.top_k == self.num_components):
             outputs = self._components(positions[:, None], self.component_kernels)  # (B, N, D)
             return ops.einsum("bn,bnd->bd", weights, outputs)

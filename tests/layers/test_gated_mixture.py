@@ -142,3 +142,19 @@ def test_bad_arguments_name_the_argument():
         GatedMixture(dispatch="capacity")
     with pytest.raises(ValueError, match="component_dims"):
         GatedMixture(component="gap", component_dims=(8, 8))
+
+
+def test_routing_counts_accumulate_only_in_training():
+    layer = mixture("gap")
+    x = maps(batch=6)
+    layer(x)
+    np.testing.assert_array_equal(np.array(layer.routing_counts), 0)
+    w1 = keras.ops.convert_to_numpy(layer.gate(layer._gate_features(x, True), training=True))
+    layer.routing_counts.assign(np.zeros(5, "float32"))
+    layer(x, training=True)
+    layer(x, training=True)
+    counts = np.array(layer.routing_counts)
+    assert counts.sum() == 2 * 6 * 2  # two calls, six samples, K = 2
+    np.testing.assert_array_equal(counts, 2 * (w1 > 0).sum(axis=0))  # noise="none": same routing each call
+    layer(x)
+    assert np.array(layer.routing_counts).sum() == 24

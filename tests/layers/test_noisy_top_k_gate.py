@@ -165,6 +165,8 @@ MIRRORED_SCRIPT = textwrap.dedent(
         assert np.allclose(step, g, rtol=1e-3, atol=1e-6), ("update is not the mean of both replicas' gradients", np.abs(step - g).max())
         for single in (g0 / 2, g1 / 2):  # what one lost replica would leave
             assert not np.allclose(step, single, rtol=1e-3, atol=1e-6)
+    counts = np.asarray(model.get_layer("mixture").routing_counts.value)
+    assert counts.sum() == 8 * 2, counts  # both replicas' samples, K = 2 each
     print("OK", strategy.num_replicas_in_sync)
     """
 )
