@@ -191,8 +191,10 @@ class GatedMixture(keras.layers.Layer):
             self.gate.build((input_shape[0], gate_features))
 
     def call(self, inputs, training=None):
-        batch = ops.shape(inputs)[0]
-        positions = ops.reshape(inputs, (batch, -1, inputs.shape[-1]))  # (B, L, C)
+        # ops.shape gives static sizes where known (L stays static for a fixed map size
+        # when the batch is unknown, as in model.fit) and tensors where not.
+        batch, height, width, channels = ops.shape(inputs)
+        positions = ops.reshape(inputs, (batch, height * width, channels))  # (B, L, C)
         if self.gate is None:
             return ops.mean(self._components(positions[:, None], self.component_kernels), axis=1)
 
@@ -224,9 +226,10 @@ class GatedMixture(keras.layers.Layer):
             x = ops.relu(ops.matmul(x, kernel))  # (B, M, L, h)
         if self.component == "gap":
             return ops.mean(x, axis=2)
-        batch, num = ops.shape(x)[0], x.shape[1]
-        pooled = square_root_sop(ops.reshape(x, (-1, x.shape[2], x.shape[3])), self.num_iterations)
-        return ops.reshape(pooled, (batch, num, self.output_dim))
+        num, width = x.shape[1], x.shape[3]
+        flat = ops.reshape(x, (-1, ops.shape(x)[2], width))  # (B * M, L, h)
+        pooled = square_root_sop(flat, self.num_iterations)
+        return ops.reshape(pooled, (-1, num, self.output_dim))
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.output_dim)

@@ -25,7 +25,8 @@ def covariance(x):
     """
     x = to_float32_or_wider(x)
     if len(x.shape) == 4:
-        x = ops.reshape(x, (-1, x.shape[1] * x.shape[2], x.shape[3]))
+        batch, height, width, channels = ops.shape(x)  # static where known
+        x = ops.reshape(x, (batch, height * width, channels))
     elif len(x.shape) != 3:
         raise ValueError(
             "`covariance` expects feature maps of shape (B, H, W, C) or "

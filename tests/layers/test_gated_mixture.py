@@ -158,3 +158,16 @@ def test_routing_counts_accumulate_only_in_training():
     np.testing.assert_array_equal(counts, 2 * (w1 > 0).sum(axis=0))  # noise="none": same routing each call
     layer(x)
     assert np.array(layer.routing_counts).sum() == 24
+
+
+@pytest.mark.parametrize("component", ["sop", "gap"])
+@pytest.mark.parametrize("dispatch", ["dense", "gather"])
+def test_traces_with_an_unknown_batch_size(component, dispatch):
+    """model.fit on a tf.data input traces with batch None (train_on_batch does not)."""
+    layer = mixture(component, dispatch=dispatch)
+    x = maps()
+    expected = keras.ops.convert_to_numpy(layer(x))
+    traced = tf.function(lambda t: layer(t), input_signature=[tf.TensorSpec((None, 5, 5, 8))])
+    np.testing.assert_allclose(traced(tf.constant(x)).numpy(), expected, rtol=1e-5, atol=1e-6)
+    unknown_size = tf.function(lambda t: layer(t), input_signature=[tf.TensorSpec((None, None, None, 8))])
+    np.testing.assert_allclose(unknown_size(tf.constant(x)).numpy(), expected, rtol=1e-5, atol=1e-6)

@@ -1,0 +1,106 @@
+"""python -m gmsop_keras.evaluate: top-1 / top-5 error of a saved model on a dataset split.
+
+    python -m gmsop_keras.evaluate runs/imagenet64-resnet18-gm-sop-16-8/best.keras \\
+        --dataset imagenet64 --data-dir data/imagenet64 --split validation
+    python -m gmsop_keras.evaluate MODEL --data-dir data/places365 --ten-crop
+
+Prints one JSON object: top1_error, top5_error, num_examples, crops. Evaluation is the
+paper's: the whole image (ImageNet-64) or a single centre crop (Places365); `--ten-crop`
+averages the softmax over the four corner crops, the centre crop and their mirror images.
+"""
+
+import argparse
+import json
+import os
+import sys
+
+from gmsop_keras.errors import UsageError, run_cli
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="python -m gmsop_keras.evaluate", description=__doc__.splitlines()[0])
+    parser.add_argument("model", help="a .keras file, or a model dir (its best.keras, else final.keras)")
+    parser.add_argument("--dataset", default=None, help="imagenet64 | places365 | synthetic (informational)")
+    parser.add_argument("--data-dir", required=True, help="converted TFRecords (python -m pipelines.convert)")
+    parser.add_argument("--split", default="validation")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--ten-crop", action="store_true", help="10-crop evaluation (Places365)")
+    parser.add_argument("--steps", type=int, default=None, help="evaluate this many batches only")
+    parser.add_argument("--output", help="also write the JSON here")
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+    import numpy as np
+
+    import gmsop_keras  # noqa: F401  (registers the layers for loading)
+    import pipelines
+
+    path = resolve_model_path(args.model)
+    model = keras.saving.load_model(path)
+    height, width = model.input_shape[1:3]
+    manifest = pipelines.read_manifest(args.data_dir)
+    crop = None if (height, width) == tuple(manifest["image_shape"][:2]) else height
+    if args.ten_crop and crop is None:
+        raise UsageError("--ten-crop needs a model whose input is smaller than the stored images (e.g. 96 of 100)")
+    dataset = pipelines.make_dataset(
+        args.data_dir, args.split, args.batch_size, training=False,
+        crop_size=None if args.ten_crop else crop,
+    )
+    if args.steps:
+        dataset = dataset.take(args.steps)
+    correct1 = correct5 = total = 0
+    for images, labels in dataset:
+        probabilities = predict_probabilities(model, images.numpy(), crop if args.ten_crop else None)
+        labels = labels.numpy()
+        top5 = np.argsort(-probabilities, axis=1)[:, :5]
+        correct1 += int((top5[:, 0] == labels).sum())
+        correct5 += int((top5 == labels[:, None]).any(axis=1).sum())
+        total += len(labels)
+    if total == 0:
+        raise UsageError(f"split {args.split} of {args.data_dir} has no examples")
+    result = {
+        "model": path, "split": args.split, "num_examples": total, "crops": 10 if args.ten_crop else 1,
+        "top1_error": 1.0 - correct1 / total, "top5_error": 1.0 - correct5 / total,
+    }
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.output:
+        with open(args.output, "w") as f:
+            f.write(text + "\n")
+    return 0
+
+
+def resolve_model_path(path):
+    if os.path.isdir(path):
+        for name in ("best.keras", "final.keras"):
+            if os.path.isfile(os.path.join(path, name)):
+                return os.path.join(path, name)
+        raise UsageError(f"{path} holds neither best.keras nor final.keras")
+    if not os.path.isfile(path):
+        raise UsageError(f"model {path} not found")
+    return path
+
+
+def predict_probabilities(model, images, ten_crop_size=None):
+    """Softmax of the model; with `ten_crop_size`, averaged over the ten standard crops."""
+    import keras
+    import numpy as np
+
+    if ten_crop_size is None:
+        crops = [images]
+    else:
+        h, w = images.shape[1:3]
+        c = ten_crop_size
+        corners = [(0, 0), (0, w - c), (h - c, 0), (h - c, w - c), ((h - c) // 2, (w - c) // 2)]
+        crops = [images[:, y:y + c, x:x + c] for y, x in corners]
+        crops += [crop[:, :, ::-1] for crop in crops]
+    probabilities = [keras.ops.convert_to_numpy(keras.ops.softmax(model(c.astype("float32"), training=False))) for c in crops]
+    return np.mean(probabilities, axis=0)
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

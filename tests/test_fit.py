@@ -1,0 +1,174 @@
+"""python -m gmsop_keras.fit: what it writes, resuming after a crash, clear errors, recipes, config."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import yaml
+
+from gmsop_keras.errors import run_cli
+from gmsop_keras.fit import main as fit_main
+from gmsop_keras.recipes import paper_recipe, step_schedule
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ["--backbone", "resnet18", "--batch-size", "16", "--lr", "0.01", "--seed", "0"]
+
+
+def read_csv(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_synthetic, tmp_path_factory):
+    model_dir = str(tmp_path_factory.mktemp("runs") / "gm-gap")
+    code = run_cli(fit_main, ["--dataset", tiny_synthetic, "--head", "gm-gap-4-2", "--epochs", "2",
+                              "--model-dir", model_dir, "--verbose", "0"] + TINY)
+    assert code == 0
+    return model_dir
+
+
+def test_model_dir_holds_everything(trained):
+    for name in ("config.yaml", "log.csv", "final.keras", "best.keras", "metrics.json", "component_usage.csv"):
+        assert os.path.isfile(os.path.join(trained, name)), name
+    assert os.path.isdir(os.path.join(trained, "tensorboard"))
+    assert not os.path.exists(os.path.join(trained, "backup")) or not os.listdir(os.path.join(trained, "backup"))
+    assert [row["epoch"] for row in read_csv(os.path.join(trained, "log.csv"))] == ["0", "1"]
+    config = yaml.safe_load(open(os.path.join(trained, "config.yaml")))
+    assert config["head"] == "gm-gap-4-2" and config["batch_size"] == 16 and config["epochs"] == 2
+    metrics = json.load(open(os.path.join(trained, "metrics.json")))
+    assert 0.0 <= metrics["top1_error"] <= 1.0 and metrics["top5_error"] <= metrics["top1_error"]
+
+
+def test_component_usage_counts_every_routed_sample(trained):
+    rows = read_csv(os.path.join(trained, "component_usage.csv"))
+    assert [row["epoch"] for row in rows] == ["1", "2"]
+    steps_per_epoch = 64 // 16
+    for row in rows:
+        counts = [int(row[f"component_{i}"]) for i in range(4)]
+        assert sum(counts) == steps_per_epoch * 16 * 2  # every sample picks K = 2 components
+    pngs = sorted(os.listdir(os.path.join(trained, "component_usage")))
+    assert len(pngs) == 2 and all(p.endswith(".png") for p in pngs)
+    with open(os.path.join(trained, "component_usage", pngs[0]), "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_evaluate_reports_the_same_error_as_fit(trained, tiny_synthetic, capsys):
+    from gmsop_keras.evaluate import main as evaluate_main
+
+    assert run_cli(evaluate_main, [os.path.join(trained, "final.keras"), "--data-dir", tiny_synthetic]) == 0
+    result = json.loads(capsys.readouterr().out)
+    metrics = json.load(open(os.path.join(trained, "metrics.json")))
+    assert result["num_examples"] == 32
+    assert result["top1_error"] == pytest.approx(metrics["top1_error"], abs=1e-6)
+    assert result["top5_error"] == pytest.approx(metrics["top5_error"], abs=1e-6)
+
+
+def test_ten_crop_averages_the_ten_crops():
+    import keras
+
+    from gmsop_keras.evaluate import predict_probabilities
+
+    inputs = keras.Input((4, 4, 3))
+    model = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Flatten()(inputs)))
+    images = np.random.default_rng(0).integers(0, 255, (2, 6, 6, 3)).astype("uint8")
+    got = predict_probabilities(model, images, ten_crop_size=4)
+    crops = [images[:, y:y + 4, x:x + 4] for y, x in [(0, 0), (0, 2), (2, 0), (2, 2), (1, 1)]]
+    crops += [c[:, :, ::-1] for c in crops]
+    expected = np.mean([keras.ops.convert_to_numpy(keras.ops.softmax(model(c.astype("float32")))) for c in crops], axis=0)
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+
+
+def test_different_configuration_in_the_same_model_dir_is_refused(trained, tiny_synthetic, capsys):
+    code = run_cli(fit_main, ["--dataset", tiny_synthetic, "--head", "gap", "--epochs", "2",
+                              "--model-dir", trained, "--verbose", "0"] + TINY)
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "different configuration" in err and "head" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--head", "gm-sop-4-8"], "top_k"),
+        (["--head", "vlad"], "gm-sop-N-K"),
+        (["--backbone", "resnet101"], "resnet18"),
+        (["--dataset", "imagenet64"], "--data-dir"),
+        (["--dataset", "/nonexistent/folder"], "does not exist"),
+    ],
+)
+def test_clear_one_line_errors(args, message, capsys, tmp_path):
+    code = run_cli(fit_main, args + ["--model-dir", str(tmp_path / "m")])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and err.count("\n") == 1 and err.startswith("error: ")
+
+
+def test_yaml_config_is_overridden_by_flags(tmp_path):
+    from gmsop_keras.config import resolve_config
+
+    path = tmp_path / "c.yaml"
+    path.write_text("head: gm-gap-16-8\nbatch-size: 128\nlr: 0.5\n")
+    config = resolve_config(["-c", str(path), "--lr", "0.2", "--dataset", "imagenet64"])
+    assert config["head"] == "gm-gap-16-8" and config["batch_size"] == 128 and config["lr"] == 0.2
+    assert config["stages"] == [50, 15, 10] and config["epochs"] == 75  # the paper's GM-GAP recipe
+    path.write_text("heads: gap\n")
+    with pytest.raises(Exception, match="unknown keys"):
+        resolve_config(["-c", str(path)])
+
+
+@pytest.mark.parametrize(
+    "dataset, backbone, head, stages, lr",
+    [
+        ("imagenet64", "resnet18", "gap", (50, 15, 10), 0.075),
+        ("imagenet64", "resnet18", "gm-gap-16-8", (50, 15, 10), 0.075),
+        ("imagenet64", "resnet18", "sr-sop", (20, 5, 5, 5, 5), 0.15),
+        ("imagenet64", "resnet18", "psr-sop", (20, 5, 5, 5, 5), 0.15),
+        ("imagenet64", "resnet18", "gm-sop-16-8", (40, 10, 5, 5), 0.1),
+        ("imagenet64", "resnet18", "ave-sop-16", (40, 10, 5, 5), 0.1),
+        ("imagenet64", "resnet50", "gm-sop-16-8", (50, 15, 10), 0.1),
+        ("imagenet64", "resnet50", "gap-8256", (50, 15, 10), 0.075),
+        ("places365", "resnet18", "gap-8256", (35, 10, 10, 5), 0.05),
+        ("places365", "resnet18", "gm-sop-16-8", (25, 5, 5, 5), 0.1),
+    ],
+)
+def test_paper_recipes(dataset, backbone, head, stages, lr):
+    recipe = paper_recipe(dataset, backbone, head)
+    assert tuple(recipe["stages"]) == stages and recipe["lr"] == lr
+    assert recipe["batch_size"] == 256 and recipe["momentum"] == 0.9 and recipe["weight_decay"] == 5e-4
+
+
+def test_step_schedule_decays_tenfold_at_each_stage_boundary():
+    schedule = step_schedule(0.1, (2, 1, 1), steps_per_epoch=10)
+    values = [float(schedule(step)) for step in (0, 19, 20, 29, 30, 100)]
+    np.testing.assert_allclose(values, [0.1, 0.1, 0.01, 0.01, 0.001, 0.001], rtol=1e-6)
+
+
+def test_killed_run_resumes_from_the_last_finished_epoch(tiny_synthetic, tmp_path):
+    model_dir = tmp_path / "run"
+    cmd = [sys.executable, "-m", "gmsop_keras.fit", "--dataset", tiny_synthetic, "--head", "gap",
+           "--epochs", "6", "--model-dir", str(model_dir), "--verbose", "2"] + TINY
+    log = model_dir / "log.csv"
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    process = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline and process.poll() is None:
+        if log.exists() and len(read_csv(log)) >= 1:
+            break
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    done_before = len(read_csv(log))
+    assert 1 <= done_before < 6, "the run should have been killed after its first epoch"
+
+    result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    epochs = [int(row["epoch"]) for row in read_csv(log)]
+    assert epochs == list(range(6)), epochs  # no epoch lost, none repeated
+    assert f"Epoch {done_before + 1}/6" in result.stdout and "Epoch 1/6" not in result.stdout
+    assert "validation: top-1 error" in result.stdout.splitlines()[-1]
