@@ -25,7 +25,7 @@ def main(argv=None):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
 
-    from gmsop_keras.distribute import is_chief, make_strategy
+    from gmsop_keras.distribute import fit_context, is_chief, make_strategy
 
     strategy = make_strategy(config["strategy"])  # first: multi-worker must start before other TF work
     replicas = strategy.num_replicas_in_sync
@@ -48,16 +48,8 @@ def main(argv=None):
     train, validation, manifest, steps_per_epoch = make_inputs(config, data_dir)
     with strategy.scope():
         model = build_and_compile(config, train.element_spec[0].shape[1:], manifest["num_classes"], steps_per_epoch)
-    history = model.fit(
-        train,
-        validation_data=validation,
-        epochs=config["epochs"],
-        steps_per_epoch=steps_per_epoch,
-        shuffle=False,  # the input pipeline shuffles
-        validation_steps=config["validation_steps"],
-        callbacks=make_callbacks(model_dir),
-        verbose=_verbose(config["verbose"]),
-    )
+    with fit_context(model, strategy, train):
+        history = fit_model(model, config, train, validation, steps_per_epoch, model_dir)
     results = model.evaluate(validation, steps=config["validation_steps"], verbose=0, return_dict=True)
     summary = {
         "top1_error": 1.0 - results["top1"],
@@ -80,6 +72,19 @@ def main(argv=None):
         f"top-5 error {100 * summary['top5_error']:.2f}% ({config['dataset']}, {config['backbone']}, {config['head']})"
     )
     return 0
+
+
+def fit_model(model, config, train, validation, steps_per_epoch, model_dir):
+    return model.fit(
+        train,
+        validation_data=validation,
+        epochs=config["epochs"],
+        steps_per_epoch=steps_per_epoch,
+        shuffle=False,  # the input pipeline shuffles
+        validation_steps=config["validation_steps"],
+        callbacks=make_callbacks(model_dir),
+        verbose=_verbose(config["verbose"]),
+    )
 
 
 def resolve_data_dir(config):
