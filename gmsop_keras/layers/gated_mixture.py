@@ -10,6 +10,9 @@ from gmsop_keras.ops import square_root_sop, triu_output_dim
 COMPONENTS = ("sop", "gap")
 DISPATCHES = ("auto", "dense", "gather")
 DEFAULT_COMPONENT_DIMS = {"sop": (256, 128), "gap": (512,)}
+# As the backbones: moving statistics that settle within a short run (Keras' default is 0.99).
+BN_MOMENTUM = 0.9
+BN_EPSILON = 1e-5
 
 
 @keras.saving.register_keras_serializable(package="gmsop_keras")
@@ -27,7 +30,8 @@ class GatedMixture(keras.layers.Layer):
     official code.
 
     One departure from the official code: the gate's input features are
-    standardised by a BatchNorm without learned scale or offset. A fresh
+    standardised by a BatchNorm without learned scale or offset, and divided
+    by sqrt(D) so that their squared norm is about 1 whatever D is. A fresh
     network's pooled features barely differ between samples, so without it
     the shared part decides the routing and a fresh GM-SOP gate sends a batch
     to a few components (load coefficient of variation 0.65-0.86 over 16
@@ -143,15 +147,20 @@ class GatedMixture(keras.layers.Layer):
                         dtype=self.dtype_policy, name=f"gate_conv_{i}",
                     )
                 )
-                self.gate_norms.append(keras.layers.BatchNormalization(dtype=self.dtype_policy, name=f"gate_bn_{i}"))
+                self.gate_norms.append(
+                    keras.layers.BatchNormalization(
+                        momentum=BN_MOMENTUM, epsilon=BN_EPSILON, dtype=self.dtype_policy, name=f"gate_bn_{i}"
+                    )
+                )
             # Departure from the official code (see the class docstring): the gate's
             # input is standardised, without learned scale or offset.
             self.gate_input_norm = keras.layers.BatchNormalization(
-                center=False, scale=False, dtype=self.dtype_policy, name="gate_input_bn"
+                momentum=BN_MOMENTUM, epsilon=BN_EPSILON, center=False, scale=False,
+                dtype=self.dtype_policy, name="gate_input_bn",
             )
             self.gate = NoisyTopKGate(
                 num_components, top_k, balance_loss_weight=balance_loss_weight, noise=noise,
-                seed=seed, dtype=self.dtype_policy, name="gate",
+                kernel_stddev=1.0, seed=seed, dtype=self.dtype_policy, name="gate",
             )
 
     def build(self, input_shape):
@@ -217,7 +226,11 @@ class GatedMixture(keras.layers.Layer):
             features = square_root_sop(x, self.num_iterations)
         else:
             features = ops.mean(x, axis=(1, 2))
-        return self.gate_input_norm(features, training=training)
+        # Standardised, then scaled to unit mean square norm: with unit variance per
+        # feature an SGD step would move the logits by lr * D times their gradient
+        # (D = 8256 for GM-SOP), and the gate's softmax collapses within an epoch.
+        standardised = self.gate_input_norm(features, training=training)
+        return standardised * (features.shape[-1] ** -0.5)
 
     def _components(self, positions, kernels):
         """Component outputs for positions `(B, 1, L, C)` and kernels `(M, C, h)` or `(B, M, C, h)`."""

@@ -61,6 +61,9 @@ class NoisyTopKGate(keras.layers.Layer):
         top_k: `K`, how many each sample uses; `1 <= K <= N`.
         balance_loss_weight: `alpha` of Eq. 4 (100 in the paper); 0 disables it.
         noise: `"per_sample"`, `"per_component"` or `"none"`.
+        kernel_stddev: standard deviation of the initial kernels; default
+            `1 / sqrt(features)`, right for features of unit variance.
+            `GatedMixture` feeds features of unit norm and passes 1.
         seed: seed of the gate noise.
 
     Call arguments:
@@ -75,7 +78,14 @@ class NoisyTopKGate(keras.layers.Layer):
     """
 
     def __init__(
-        self, num_components, top_k, balance_loss_weight=100.0, noise="per_sample", seed=None, **kwargs
+        self,
+        num_components,
+        top_k,
+        balance_loss_weight=100.0,
+        noise="per_sample",
+        kernel_stddev=None,
+        seed=None,
+        **kwargs,
     ):
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
@@ -98,6 +108,7 @@ class NoisyTopKGate(keras.layers.Layer):
         self.top_k = top_k
         self.balance_loss_weight = float(balance_loss_weight)
         self.noise = noise
+        self.kernel_stddev = None if kernel_stddev is None else float(kernel_stddev)
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
 
@@ -106,13 +117,12 @@ class NoisyTopKGate(keras.layers.Layer):
         if features is None:
             raise ValueError(f"The number of gate features must be known. Received: input_shape={input_shape}")
         shape = (features, self.num_components)
-        self.gate_kernel = self.add_weight(
-            shape=shape, initializer=centred_normal(features**-0.5), name="gate_kernel"
-        )
+        stddev = features**-0.5 if self.kernel_stddev is None else self.kernel_stddev
+        self.gate_kernel = self.add_weight(shape=shape, initializer=centred_normal(stddev), name="gate_kernel")
         self.noise_kernel = None
         if self.noise != "none":
             self.noise_kernel = self.add_weight(
-                shape=shape, initializer=centred_normal(features**-0.5), name="noise_kernel"
+                shape=shape, initializer=centred_normal(stddev), name="noise_kernel"
             )
 
     def call(self, inputs, training=None):
@@ -137,6 +147,7 @@ class NoisyTopKGate(keras.layers.Layer):
             "top_k": self.top_k,
             "balance_loss_weight": self.balance_loss_weight,
             "noise": self.noise,
+            "kernel_stddev": self.kernel_stddev,
             "seed": self.seed,
         }
         return {**base_config, **config}
