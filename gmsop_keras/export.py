@@ -1,0 +1,224 @@
+"""python -m gmsop_keras.export: a trained model -> a SavedModel that TF Serving and plain TensorFlow load.
+
+    python -m gmsop_keras.export runs/imagenet64-resnet18-gm-sop-16-8 --output saved_models/gmsop
+    python -m gmsop_keras.export runs/places/best.keras --output saved_models/places --data-dir data/places365
+
+Writes `OUTPUT/<version>/` (the next free integer unless `--version` is given), the layout TF Serving
+watches. Signature `serving_default`: input `image`, uint8 [None, H, W, 3] (H, W: the model's input
+size); outputs `logits` and `probabilities` [None, C], the top-5 `classes` (int32) and their `scores`.
+Inference mode: no gate noise, BatchNorm with its moving statistics. `assets/class_names.txt` (when
+the dataset's manifest has names) and `assets/preprocessing.json` tell `gmsop_keras.predict` how to
+prepare image files. Loading the SavedModel needs only TensorFlow. See docs/serving.md.
+"""
+
+import argparse
+import json
+import operator
+import os
+import shutil
+import sys
+import uuid
+
+from gmsop_keras.errors import UsageError, run_cli
+
+SIGNATURE = "serving_default"
+INPUT_NAME = "image"
+TOP_K = 5
+CLASS_NAMES_FILE = "class_names.txt"
+PREPROCESSING_FILE = "preprocessing.json"
+
+
+def export_model(model, output_base, version=None, manifest=None, class_names=None):
+    """Exports `model` as a SavedModel in `output_base/<version>/`.
+
+    The version is built in a temporary folder beside it and renamed into place, so a version
+    folder that exists is complete; an existing version is never overwritten.
+
+    Args:
+        model: a `keras.Model` taking raw RGB images in [0, 255] of a static size (`build_model`).
+        output_base: the model's folder, e.g. `saved_models/NAME`.
+        version: integer version; default: one more than the largest there (1 for a new folder).
+        manifest: the dataset's manifest (`pipelines.read_manifest`): class names, and the stored
+            image size from which `gmsop_keras.predict` centre-crops when the model's input is
+            smaller (Places365: stored 100x100, model 96x96).
+        class_names: names of the classes; default: the manifest's, if any.
+
+    Returns:
+        The version folder written.
+
+    Raises:
+        UsageError: the version folder exists already.
+        ValueError: a bad version, a model without a static image size, or class names that do
+            not match the number of classes.
+    """
+    import tensorflow as tf
+    from keras.export import ExportArchive
+
+    height, width = _input_size(model)
+    num_classes = int(model.output_shape[-1])
+    if class_names is None and manifest is not None:
+        class_names = manifest.get("class_names")
+    if class_names is not None:
+        class_names = [str(name) for name in class_names]
+        if len(class_names) != num_classes:
+            raise ValueError(f"{len(class_names)} class names for a model with {num_classes} classes")
+        if any("\n" in name or "\r" in name for name in class_names):
+            raise ValueError("class names must not contain line breaks (one name a line in class_names.txt)")
+    version = next_version(output_base) if version is None else _check_version(version)
+    target = os.path.join(output_base, str(version))
+    if os.path.exists(target):
+        raise UsageError(f"{target} exists; versions are never overwritten, choose another --version")
+
+    k = min(TOP_K, num_classes)
+
+    def serve(image):
+        logits = tf.cast(model(tf.cast(image, tf.float32), training=False), tf.float32)
+        probabilities = tf.nn.softmax(logits, axis=-1)
+        scores, classes = tf.math.top_k(probabilities, k=k)
+        return {"logits": logits, "probabilities": probabilities, "classes": classes, "scores": scores}
+
+    archive = ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(
+        SIGNATURE, serve, input_signature=[tf.TensorSpec([None, height, width, 3], tf.uint8, name=INPUT_NAME)]
+    )
+    os.makedirs(output_base, exist_ok=True)
+    # TF Serving only loads folders named by an integer: the temporary one is invisible to it.
+    temp_dir = os.path.join(output_base, f".tmp-{version}-{uuid.uuid4().hex[:12]}")
+    try:
+        archive.write_out(temp_dir, verbose=False)
+        assets = os.path.join(temp_dir, "assets")
+        os.makedirs(assets, exist_ok=True)
+        with open(os.path.join(assets, PREPROCESSING_FILE), "w") as f:
+            json.dump(preprocessing(model, manifest), f, indent=1)
+            f.write("\n")
+        if class_names is not None:
+            with open(os.path.join(assets, CLASS_NAMES_FILE), "w", encoding="utf-8") as f:
+                f.writelines(f"{name}\n" for name in class_names)
+        if os.path.exists(target):  # another export took this version meanwhile
+            raise UsageError(f"{target} exists; versions are never overwritten, choose another --version")
+        os.rename(temp_dir, target)
+    finally:
+        shutil.rmtree(temp_dir, ignore_errors=True)
+    return target
+
+
+def next_version(output_base):
+    """One more than the largest integer-named folder in `output_base` (1 when there is none)."""
+    if not os.path.isdir(output_base):
+        return 1
+    versions = [int(name) for name in os.listdir(output_base)
+                if name.isascii() and name.isdigit() and os.path.isdir(os.path.join(output_base, name))]
+    return max(versions, default=0) + 1
+
+
+def preprocessing(model, manifest=None):
+    """How an image file becomes the model's input: resize to `resize_to`, then centre-crop `crop_to`.
+
+    The stored size of the dataset (the manifest's `image_shape`) when it is larger than the model's
+    input (Places365: 100x100, then the 96x96 centre crop evaluation uses), else the input size.
+    """
+    size = list(_input_size(model))
+    stored = list(manifest["image_shape"][:2]) if manifest else size
+    crop = stored != size and all(s >= i for s, i in zip(stored, size))
+    return {
+        "resize_to": stored if crop else size,
+        "crop_to": size if crop else None,
+        "resize_method": "bicubic, antialiased (MATLAB imresize semantics, pipelines.resize)",
+        "dataset": manifest.get("dataset") if manifest else None,
+    }
+
+
+def _input_size(model):
+    shape = tuple(model.input_shape)
+    if len(shape) != 4 or shape[-1] != 3 or None in shape[1:3]:
+        raise ValueError(f"the model must take images of a fixed size [None, H, W, 3]. Received: {shape}")
+    return int(shape[1]), int(shape[2])
+
+
+def _check_version(version):
+    try:
+        checked = operator.index(version)
+    except TypeError:
+        checked = 0
+    if isinstance(version, bool) or checked < 1:
+        raise ValueError(f"`version` must be a positive integer. Received: version={version!r}")
+    return checked
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="python -m gmsop_keras.export", description=__doc__.splitlines()[0])
+    parser.add_argument("model", help="a .keras file, or a model dir (its best.keras, else final.keras)")
+    parser.add_argument("--output", help="model folder receiving the numbered version "
+                                         "(default: saved_models/<name of the model dir>)")
+    parser.add_argument("--version", type=int, help="version number (default: the next free one)")
+    parser.add_argument("--data-dir", help="the dataset the model was trained on, for class names and "
+                                           "image size (default: the data dir in the model dir's config.yaml)")
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    if args.version is not None and args.version < 1:
+        raise UsageError(f"--version must be a positive integer, got {args.version}")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+
+    import gmsop_keras  # noqa: F401  (registers the layers for loading)
+    from gmsop_keras.evaluate import resolve_model_path
+
+    path = resolve_model_path(args.model)
+    model_dir = os.path.dirname(os.path.abspath(path))
+    output = args.output or os.path.join("saved_models", os.path.basename(model_dir))
+    if args.version is not None and os.path.exists(os.path.join(output, str(args.version))):  # before loading
+        raise UsageError(f"{os.path.join(output, str(args.version))} exists; versions are never overwritten, "
+                         "choose another --version")
+    manifest = find_manifest(args.data_dir, model_dir)
+    model = keras.saving.load_model(path)
+    written = export_model(model, output, version=args.version, manifest=manifest)
+    if manifest is None or not manifest.get("class_names"):
+        print("note: no class names (pass --data-dir with a dataset whose manifest has them)", file=sys.stderr)
+    print(written)
+    return 0
+
+
+def find_manifest(data_dir, model_dir):
+    """The manifest of `data_dir`; without one, of the dataset in `model_dir/config.yaml`, if readable."""
+    from pipelines import DataError, read_manifest
+    from pipelines.manifest import has_manifest
+
+    if data_dir:
+        return read_manifest(data_dir)
+    for candidate in _config_data_dirs(model_dir):
+        if has_manifest(candidate):
+            try:
+                return read_manifest(candidate)
+            except DataError:
+                continue
+    return None
+
+
+def _config_data_dirs(model_dir):
+    """Dataset folders a model dir's `config.yaml` points at (`data_dir`, `dataset`, the synthetic cache)."""
+    import yaml
+
+    from gmsop_keras.config import CONFIG_FILE
+
+    path = os.path.join(model_dir, CONFIG_FILE)
+    if not os.path.isfile(path):
+        return []
+    with open(path) as f:
+        config = yaml.safe_load(f) or {}
+    candidates = [config.get("data_dir"), config.get("dataset")]
+    if config.get("dataset") == "synthetic" and not config.get("data_dir"):
+        # Where `fit` converts the built-in synthetic set (gmsop_keras.fit.resolve_data_dir).
+        from gmsop_keras.fit import SYNTHETIC_CACHE
+
+        options = config.get("synthetic") or {}
+        candidates.append(os.path.join(
+            SYNTHETIC_CACHE, "synthetic-" + "-".join(f"{k}{v}" for k, v in sorted(options.items()))))
+    return [c for c in candidates if isinstance(c, str) and os.path.isdir(c)]
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))
