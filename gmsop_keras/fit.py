@@ -50,7 +50,9 @@ def main(argv=None):
         model = build_and_compile(config, train.element_spec[0].shape[1:], manifest["num_classes"], steps_per_epoch)
     with fit_context(model, strategy, train):
         history = fit_model(model, config, train, validation, steps_per_epoch, model_dir)
-    results = model.evaluate(validation, steps=config["validation_steps"], verbose=0, return_dict=True)
+    final_path = os.path.join(model_dir, "final.keras")
+    _save_atomic(model, final_path)
+    results = evaluate_saved(final_path, validation, config["validation_steps"])
     summary = {
         "top1_error": 1.0 - results["top1"],
         "top5_error": 1.0 - results["top5"],
@@ -58,7 +60,6 @@ def main(argv=None):
         "epochs": config["epochs"],
         "history": {k: [float(v) for v in values] for k, values in history.history.items()},
     }
-    _save_atomic(model, os.path.join(model_dir, "final.keras"))
     with open(os.path.join(model_dir, "metrics.json"), "w") as f:
         json.dump(summary, f, indent=2)
     if chief:
@@ -72,6 +73,20 @@ def main(argv=None):
         f"top-5 error {100 * summary['top5_error']:.2f}% ({config['dataset']}, {config['backbone']}, {config['head']})"
     )
     return 0
+
+
+def evaluate_saved(path, validation, steps):
+    """Validation metrics of the saved model, on one device.
+
+    Under MirroredStrategy each replica keeps its own BatchNorm moving statistics
+    (Keras' per-replica BatchNorm); the saved and exported model carries the first
+    replica's, while an evaluation under the strategy would mix them. Evaluating the
+    saved file makes metrics.json describe exactly the model that was saved.
+    """
+    import keras
+
+    model = keras.saving.load_model(path)
+    return model.evaluate(validation, steps=steps, verbose=0, return_dict=True)
 
 
 def fit_model(model, config, train, validation, steps_per_epoch, model_dir):
