@@ -1,0 +1,102 @@
+"""`build_model`: any row of the paper's Tables 2-4 by name."""
+
+import keras
+from keras import layers
+
+from gmsop_keras.models.backbones import backbone_spec, build_backbone
+from gmsop_keras.models.heads import DEFAULT_DROPOUT, apply_head, parse_head
+
+# ImageNet per-channel RGB statistics in [0, 255] units; the input images are raw.
+IMAGENET_MEAN = tuple(255.0 * m for m in (0.485, 0.456, 0.406))
+IMAGENET_STD = tuple(255.0 * s for s in (0.229, 0.224, 0.225))
+INPUT_NAME = "image"
+# The official code trains WRN-36-2 + GM-SOP with dropout 0.4 (cnn_init_WRN_GM.m).
+WIDE_SECOND_ORDER_DROPOUT = 0.4
+
+
+def build_model(
+    backbone="resnet18",
+    head="gm-sop-16-8",
+    num_classes=1000,
+    input_shape=(64, 64, 3),
+    *,
+    last_stride=None,
+    dropout=None,
+    balance_loss_weight=100.0,
+    num_iterations=5,
+    noise="per_sample",
+    dispatch="auto",
+    seed=None,
+    sop_channels=128,
+    name=None,
+):
+    """Builds a classifier: normalisation, backbone, pooling head, logits.
+
+    The model takes raw images (uint8 or float in [0, 255], RGB) as its input
+    named `image`, normalises them per channel inside the graph, and returns
+    logits (train with `from_logits=True`). Mixture heads add the gate's balance
+    loss to `model.losses` while training.
+
+    Args:
+        backbone: one of `list_backbones()`: `"resnet18"`, `"resnet50"` (the
+            paper's modified ResNets, Table 1) or `"wrn-36-2"`.
+        head: one of `list_heads()`, or any `gap-D`, `ave-gap-N`, `gm-gap-N-K`,
+            `ave-sop-N`, `gm-sop-N-K` (see `gmsop_keras.models.heads`).
+        num_classes: classifier width (1000 for ImageNet, 365 for Places365).
+        input_shape: `(H, W, 3)`; 64x64 for ImageNet-64, 96x96 or 100x100
+            for Places365.
+        last_stride: stride of the last stage. Default: 1 for second-order
+            heads (16x16 maps from 64x64 images, as the official code), 2 for
+            first-order heads (8x8).
+        dropout: drop rate before the classifier. Default 0.2; 0.4 for
+            second-order heads on WRN-36-2 (official code). Not used by `gap`.
+        balance_loss_weight: `alpha` of the balance loss (paper: 100).
+        num_iterations: Newton-Schulz iterations (paper: 5, official code: 3).
+        noise: gate noise, `"per_sample"`, `"per_component"` or `"none"`.
+        dispatch: mixture dispatch, `"auto"`, `"dense"` or `"gather"`.
+        seed: seed of the gate noise.
+        sop_channels: second-order heads reduce wider maps (WRN-36-2's 256
+            channels) to this many with a 1x1 conv + BN + ReLU.
+        name: model name; default `"<backbone>_<head>"`.
+
+    Returns:
+        An uncompiled `keras.Model`.
+
+    Example:
+
+    >>> model = build_model("resnet18", "gm-sop-16-8")
+    >>> round(model.count_params() / 1e6, 1)  # the paper: 10.3M
+    10.4
+    """
+    spec = backbone_spec(backbone)
+    head_spec = parse_head(head)
+    if last_stride is None:
+        last_stride = 1 if head_spec.second_order else 2
+    if dropout is None:
+        wide = spec["block"] == "preact_wide"
+        dropout = WIDE_SECOND_ORDER_DROPOUT if wide and head_spec.second_order else DEFAULT_DROPOUT
+    if len(input_shape) != 3 or input_shape[-1] != 3:
+        raise ValueError(f"`input_shape` must be (H, W, 3). Received: input_shape={input_shape}")
+
+    images = keras.Input(shape=input_shape, name=INPUT_NAME)
+    x = layers.Normalization(
+        mean=IMAGENET_MEAN,
+        variance=tuple(s * s for s in IMAGENET_STD),
+        dtype="float32",
+        name="normalization",
+    )(images)
+    features = build_backbone(backbone, input_shape=input_shape, last_stride=last_stride)(x)
+    logits = apply_head(
+        features,
+        head_spec,
+        num_classes,
+        dropout=dropout,
+        balance_loss_weight=balance_loss_weight,
+        num_iterations=num_iterations,
+        noise=noise,
+        dispatch=dispatch,
+        seed=seed,
+        sop_channels=sop_channels,
+    )
+    name = name or f"{backbone}_{head}".replace("-", "_")
+    return keras.Model(images, logits, name=name)

@@ -1,0 +1,128 @@
+"""Head names: parsing, validation, and the representation each one builds."""
+
+import pytest
+
+from gmsop_keras import build_model, list_heads
+from gmsop_keras.models import HeadSpec, parse_head
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("gap", HeadSpec("gap", "gap")),
+        ("gap-512", HeadSpec("gap-512", "gap", parametric=True, units=512)),
+        ("gap-8256", HeadSpec("gap-8256", "gap", parametric=True, units=8256)),
+        ("sr-sop", HeadSpec("sr-sop", "sop")),
+        ("psr-sop", HeadSpec("psr-sop", "sop", parametric=True)),
+        ("ave-gap-16", HeadSpec("ave-gap-16", "gap", parametric=True, num_components=16)),
+        ("ave-sop-16", HeadSpec("ave-sop-16", "sop", parametric=True, num_components=16)),
+        ("gm-gap-16-8", HeadSpec("gm-gap-16-8", "gap", True, num_components=16, top_k=8)),
+        ("gm-sop-16-8", HeadSpec("gm-sop-16-8", "sop", True, num_components=16, top_k=8)),
+        ("gm-sop-32-4", HeadSpec("gm-sop-32-4", "sop", True, num_components=32, top_k=4)),
+        ("gm-gap-128-32", HeadSpec("gm-gap-128-32", "gap", True, num_components=128, top_k=32)),
+        ("ave-sop-4", HeadSpec("ave-sop-4", "sop", True, num_components=4)),
+        ("gm-sop-16-16", HeadSpec("gm-sop-16-16", "sop", True, num_components=16, top_k=16)),
+    ],
+)
+def test_parse_head(name, expected):
+    assert parse_head(name) == expected
+
+
+def test_parse_head_properties():
+    assert parse_head("gm-sop-16-8").second_order and parse_head("gm-sop-16-8").is_mixture
+    assert parse_head("sr-sop").second_order and not parse_head("sr-sop").is_mixture
+    assert not parse_head("gap-512").second_order and not parse_head("gap-512").is_mixture
+    assert parse_head("ave-gap-16").is_mixture and parse_head("ave-gap-16").top_k is None
+
+
+def test_list_heads_are_the_papers_rows_and_all_parse():
+    assert list_heads() == [
+        "gap", "gap-512", "gap-8256", "ave-gap-16", "gm-gap-16-8",
+        "sr-sop", "psr-sop", "ave-sop-16", "gm-sop-16-8",
+    ]
+    assert [parse_head(name).name for name in list_heads()] == list_heads()
+
+
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("gm-sop-4-8", r"K must be <= N.*N=4, K=8"),
+        ("gm-gap-0-0", r"N must be a positive integer"),
+        ("gm-sop-16-0", r"K must be a positive integer"),
+        ("gap-0", r"D must be a positive integer"),
+        ("gm-sop-16", r"gm-sop-N-K"),
+        ("ave-sop-16-8", r"ave-sop-N"),
+    ],
+)
+def test_parse_head_rejects_impossible_numbers(name, message):
+    with pytest.raises(ValueError, match=message):
+        parse_head(name)
+
+
+@pytest.mark.parametrize("name", ["gmsop", "GM-SOP-16-8", "gm-sop-16-8-2", "sop", "gap-", "gm_sop_16_8", 3])
+def test_unknown_head_lists_the_valid_names(name):
+    with pytest.raises(ValueError) as error:
+        parse_head(name)
+    for valid in list_heads() + ["gm-sop-N-K", "ave-gap-N"]:
+        assert valid in str(error.value)
+
+
+def test_build_model_rejects_an_unknown_head():
+    with pytest.raises(ValueError, match="Valid heads: gap, gap-512"):
+        build_model("resnet18", "gm-sop", num_classes=4, input_shape=(16, 16, 3))
+
+
+# The representation's width (the classifier's input) for each head, per backbone
+# (ResNets end with 128 channels, WRN-36-2 with 256).
+REPRESENTATION_DIMS = {
+    "gap": {"resnet18": 128, "wrn-36-2": 256},
+    "gap-512": 512,
+    "gap-8256": 8256,
+    "ave-gap-16": 512,
+    "gm-gap-16-8": 512,
+    "sr-sop": 8256,
+    "psr-sop": 8256,
+    "ave-sop-16": 8256,
+    "gm-sop-16-8": 8256,
+}
+
+
+@pytest.mark.parametrize("backbone", ["resnet18", "wrn-36-2"])
+@pytest.mark.parametrize("head", list(REPRESENTATION_DIMS))
+def test_representation_dim(backbone, head):
+    model = build_model(backbone, head, num_classes=7, input_shape=(16, 16, 3))
+    expected = REPRESENTATION_DIMS[head]
+    expected = expected[backbone] if isinstance(expected, dict) else expected
+    assert model.get_layer("logits").input.shape[-1] == expected
+    assert model.output.shape == (None, 7)
+
+
+def test_second_order_heads_reduce_a_wide_map_to_128_channels():
+    model = build_model("wrn-36-2", "sr-sop", num_classes=3, input_shape=(16, 16, 3))
+    assert model.get_layer("head_reduce_conv").output.shape[-1] == 128
+    # First-order heads and the 128-channel ResNets have no reduction.
+    for backbone, head in [("wrn-36-2", "gm-gap-16-8"), ("resnet18", "gm-sop-16-8")]:
+        model = build_model(backbone, head, num_classes=3, input_shape=(16, 16, 3))
+        assert "head_reduce_conv" not in [layer.name for layer in model.layers]
+
+
+@pytest.mark.parametrize(
+    "backbone, head, dropout",
+    [
+        ("resnet18", "gm-sop-16-8", 0.2),
+        ("resnet18", "gm-gap-16-8", 0.2),
+        ("resnet50", "sr-sop", 0.2),
+        ("wrn-36-2", "gm-gap-16-8", 0.2),
+        ("wrn-36-2", "gm-sop-16-8", 0.4),
+    ],
+)
+def test_default_dropout(backbone, head, dropout):
+    model = build_model(backbone, head, num_classes=3, input_shape=(16, 16, 3))
+    assert model.get_layer("dropout").rate == dropout
+
+
+def test_gap_head_is_the_plain_resnet_classifier():
+    model = build_model("resnet18", "gap", num_classes=3, input_shape=(16, 16, 3))
+    names = [layer.name for layer in model.layers]
+    assert names[-2:] == ["gap", "logits"]
+    assert "dropout" not in names and "representation_bn" not in names
