@@ -6,8 +6,6 @@ initial learning rate, and the shared SGD settings: batch 256, momentum 0.9, wei
 picks the recipe for the chosen dataset, backbone and head; explicit flags override it.
 """
 
-from gmsop_keras.models.heads import parse_head
-
 PAPER_DEFAULTS = dict(batch_size=256, momentum=0.9, weight_decay=5e-4, lr_decay=0.1)
 
 # The built-in synthetic set: a short run that finishes in a few minutes on a 2-core CPU.
@@ -27,6 +25,8 @@ def paper_recipe(dataset, backbone, head):
     it takes the ResNet-50 rule. Places365 (Sec. 3.4): ResNet-18-8256d {35, 10, 10, 5}
     from 0.05, the others {25, 5, 5, 5} from 0.1.
     """
+    from gmsop_keras.models.heads import parse_head  # loads Keras
+
     if dataset == "synthetic":
         return dict(SYNTHETIC)
     spec = parse_head(head)

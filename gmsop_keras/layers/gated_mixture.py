@@ -160,7 +160,7 @@ class GatedMixture(keras.layers.Layer):
             )
             self.gate = NoisyTopKGate(
                 num_components, top_k, balance_loss_weight=balance_loss_weight, noise=noise,
-                kernel_stddev=1.0, seed=seed, dtype=self.dtype_policy, name="gate",
+                seed=seed, dtype=self.dtype_policy, name="gate",
             )
 
     def build(self, input_shape):

@@ -62,8 +62,7 @@ class NoisyTopKGate(keras.layers.Layer):
         balance_loss_weight: `alpha` of Eq. 4 (100 in the paper); 0 disables it.
         noise: `"per_sample"`, `"per_component"` or `"none"`.
         kernel_stddev: standard deviation of the initial kernels; default
-            `1 / sqrt(features)`, right for features of unit variance.
-            `GatedMixture` feeds features of unit norm and passes 1.
+            `1 / sqrt(features)`.
         seed: seed of the gate noise.
 
     Call arguments:
