@@ -152,7 +152,8 @@ def _backward(upstream, saved, num_iterations):
 
     # Iterations N .. 2, newest first. Iteration k maps (Y_{k-1}, Z_{k-1}) -> (Y_k, Z_k).
     for y, z in zip(reversed(ys), reversed(zs)):
-        s_k = three_eye - ops.matmul(z, _after(y, g_y))  # runs beside the M products
+        # Rebuild S_k beside the M products; the first step back runs at once anyway.
+        s_k = three_eye - ops.matmul(z, y if g_z is None else _after(y, g_y))
         m = ops.matmul(y, g_y)
         if g_z is None:
             g_norm = _post_compensation_gradient(m, s_k, norm)
