@@ -9,7 +9,8 @@ def check_layer(make_layer, x, expected_shape, tmp_path, atol=1e-6):
 
     - output shape equals `expected_shape` and `compute_output_shape`;
     - `from_config(get_config())` with the same weights gives the same outputs;
-    - a model holding the layer survives `.keras` save/load with identical outputs;
+    - a model holding the layer (its map average-pooled if it outputs one) survives `.keras`
+      save/load with identical outputs;
     - one training step on that model gives a finite loss and changes the layer's weights (if any).
     """
     layer = make_layer()
@@ -24,7 +25,10 @@ def check_layer(make_layer, x, expected_shape, tmp_path, atol=1e-6):
     np.testing.assert_allclose(keras.ops.convert_to_numpy(clone(x)), y, atol=atol)
 
     inputs = keras.Input(shape=x.shape[1:], name="image")
-    outputs = keras.layers.Dense(3)(make_layer()(inputs))
+    features = make_layer()(inputs)
+    if len(features.shape) == 4:  # a layer that maps feature maps to feature maps
+        features = keras.layers.GlobalAveragePooling2D()(features)
+    outputs = keras.layers.Dense(3)(features)
     model = keras.Model(inputs, outputs)
     model.compile(optimizer=keras.optimizers.SGD(0.1), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     path = tmp_path / "model.keras"

@@ -1,0 +1,147 @@
+"""ImageNet bottleneck ResNet-50 and its seed-family variants (GSoP-Net, Gaussian pooling, 3G-Net).
+
+Each model is a row of `IMAGENET_MODELS`: which stages end with a `GSoPBlock`,
+whether `GaussianPooling2D` replaces every downsampling, and the default head.
+
+- `resnet50-imagenet`: torchvision's ResNet-50 (stride in the 3x3 convolution),
+  GAP head. 25.56M parameters.
+- `gsop1-resnet50`: a channel `GSoPBlock` on the residual branch of the last
+  block of each of the four stages, GAP head. 28.29M.
+- `gsop2-resnet50`: the same in stages 1-3, iSQRT-COV head (`isqrt-256`). 58.28M.
+- `gauss-resnet50`: iSP-Gaussian pooling for every downsampling: the stem
+  convolution at stride 1 followed by a 2x2 Gaussian pool, a Gaussian pool in
+  place of the max-pool, and in the first block of stages 2-4 stride-1
+  convolutions followed by a Gaussian pool after the residual ReLU. 33.85M.
+- `resnet50-3g`: 3G-Net's head (`3g-256`). 57.97M.
+
+The block positions of GSoP-Net are not in the brief's facts; the last block
+of each stage is the official code's choice and matches the published
+parameter counts (the first block would too).
+
+Heads, by name: `gap`; `isqrt-256` (1x1 convolution to 256 + BN + ReLU,
+covariance, 3 Newton-Schulz iterations, upper triangle: 32896-d); `3g-256`
+(the same reduction, `GeneralizedGaussianReweighting` with 3 stages, 5
+iterations). Second-order heads use stride 1 in the last stage, as the
+iSQRT-COV code does.
+
+References:
+    He, Zhang, Ren, Sun. Deep Residual Learning for Image Recognition. CVPR 2016.
+    Gao, Xie, Wang, Li. Global Second-order Pooling Convolutional Networks. CVPR 2019.
+    Kobayashi. Gaussian-Based Pooling for Convolutional Neural Networks. NeurIPS 2019.
+    Wang, Li, Hu, Zhu, Zuo. Deep Global Generalized Gaussian Networks. CVPR 2019.
+"""
+
+import keras
+from keras import layers
+
+from gmsop_keras.layers.gaussian_pooling_2d import GaussianPooling2D
+from gmsop_keras.layers.generalized_gaussian_reweighting import GeneralizedGaussianReweighting
+from gmsop_keras.layers.gsop_block import GSoPBlock
+from gmsop_keras.layers.square_root_sop import SquareRootSOP
+
+IMAGENET_MODELS = {
+    "resnet50-imagenet": dict(gsop_stages=(), gaussian=False, head="gap"),
+    "gsop1-resnet50": dict(gsop_stages=(1, 2, 3, 4), gaussian=False, head="gap"),
+    "gsop2-resnet50": dict(gsop_stages=(1, 2, 3), gaussian=False, head="isqrt-256"),
+    "gauss-resnet50": dict(gsop_stages=(), gaussian=True, head="gap"),
+    "resnet50-3g": dict(gsop_stages=(), gaussian=False, head="3g-256"),
+}
+IMAGENET_HEADS = ("gap", "isqrt-256", "3g-256")
+BLOCKS = (3, 4, 6, 3)
+WIDTHS = (64, 128, 256, 512)
+EXPANSION = 4
+REDUCED_WIDTH = 256
+BN_EPSILON = 1e-5
+
+
+def list_imagenet_models():
+    """Names accepted by `build_imagenet_model`."""
+    return list(IMAGENET_MODELS)
+
+
+def build_imagenet_model(name, num_classes=1000, input_shape=(224, 224, 3), head=None):
+    """Builds a named ImageNet model, from images to logits.
+
+    Args:
+        name: one of `list_imagenet_models()`.
+        num_classes: width of the classifier.
+        input_shape: `(H, W, 3)` of the normalised images.
+        head: one of `IMAGENET_HEADS`; default the model's own.
+
+    Returns:
+        A functional `keras.Model` named `name`.
+    """
+    if name not in IMAGENET_MODELS:
+        raise ValueError(f"Unknown model: {name!r}. Valid models: {', '.join(IMAGENET_MODELS)}.")
+    spec = IMAGENET_MODELS[name]
+    head = spec["head"] if head is None else head
+    if head not in IMAGENET_HEADS:
+        raise ValueError(f"`head` must be one of {IMAGENET_HEADS}. Received: head={head!r}")
+    gaussian = spec["gaussian"]
+    inputs = keras.Input(shape=input_shape, name="image")
+    x = _conv(inputs, 64, 7, 1 if gaussian else 2, name="conv1_conv")
+    x = layers.ReLU(name="conv1_relu")(_bn(x, "conv1_bn"))
+    if gaussian:
+        x = GaussianPooling2D(2, name="conv1_gauss")(x)
+        x = GaussianPooling2D(2, name="pool1_gauss")(x)
+    else:
+        x = layers.ZeroPadding2D(1, name="pool1_pad")(x)
+        x = layers.MaxPooling2D(3, 2, name="pool1_pool")(x)
+    last_stride = 2 if head == "gap" else 1
+    for stage, (num_blocks, width) in enumerate(zip(BLOCKS, WIDTHS), start=1):
+        stride = 1 if stage == 1 else (last_stride if stage == 4 else 2)
+        for index in range(num_blocks):
+            x = bottleneck(
+                x,
+                width,
+                stride if index == 0 else 1,
+                gsop=stage in spec["gsop_stages"] and index == num_blocks - 1,
+                gaussian=gaussian,
+                name=f"conv{stage + 1}_block{index + 1}",
+            )
+    x = apply_imagenet_head(x, head)
+    outputs = layers.Dense(num_classes, name="predictions")(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def bottleneck(x, width, stride, gsop, gaussian, name):
+    """Bottleneck 1x1-3x3-1x1 (stride in the 3x3), optional GSoP before the addition.
+
+    With `gaussian`, a strided block runs at stride 1 and pools the block's
+    output with `GaussianPooling2D` after the residual ReLU.
+    """
+    filters = width * EXPANSION
+    conv_stride = 1 if gaussian else stride
+    shortcut = x
+    if stride != 1 or x.shape[-1] != filters:
+        shortcut = _bn(_conv(x, filters, 1, conv_stride, name=f"{name}_0_conv"), f"{name}_0_bn")
+    y = layers.ReLU(name=f"{name}_1_relu")(_bn(_conv(x, width, 1, 1, name=f"{name}_1_conv"), f"{name}_1_bn"))
+    y = layers.ReLU(name=f"{name}_2_relu")(_bn(_conv(y, width, 3, conv_stride, name=f"{name}_2_conv"), f"{name}_2_bn"))
+    y = _bn(_conv(y, filters, 1, 1, name=f"{name}_3_conv"), f"{name}_3_bn")
+    if gsop:
+        y = GSoPBlock("channel", name=f"{name}_gsop")(y)
+    y = layers.ReLU(name=f"{name}_out")(layers.Add(name=f"{name}_add")([shortcut, y]))
+    if gaussian and stride != 1:
+        y = GaussianPooling2D(stride, name=f"{name}_gauss")(y)
+    return y
+
+
+def apply_imagenet_head(x, head):
+    """Feature map -> representation vector, by head name (see the module docstring)."""
+    if head == "gap":
+        return layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    x = _conv(x, REDUCED_WIDTH, 1, 1, name="reduce_conv")
+    x = layers.ReLU(name="reduce_relu")(_bn(x, "reduce_bn"))
+    if head == "isqrt-256":
+        return SquareRootSOP(num_iterations=3, name="isqrt_cov")(x)
+    return GeneralizedGaussianReweighting(reweighted_sop=True, num_iterations=5, name="reweighting")(x)
+
+
+def _conv(x, filters, kernel_size, stride, name):
+    return layers.Conv2D(
+        filters, kernel_size, strides=stride, padding="same", use_bias=False, kernel_initializer="he_normal", name=name
+    )(x)
+
+
+def _bn(x, name):
+    return layers.BatchNormalization(epsilon=BN_EPSILON, name=name)(x)
