@@ -98,7 +98,7 @@ def fit_model(model, config, train, validation, steps_per_epoch, model_dir):
         shuffle=False,  # the input pipeline shuffles
         validation_steps=config["validation_steps"],
         callbacks=make_callbacks(model_dir),
-        verbose=_verbose(config["verbose"]),
+        verbose=keras_verbosity(config["verbose"]),
     )
 
 
@@ -201,7 +201,9 @@ def _worker_dir(model_dir):
     return os.path.join(model_dir, "workers", f"{task['type']}_{task['index']}")
 
 
-def _verbose(value):
+def keras_verbosity(value):
+    """Keras' `verbose` for a `--verbose` value: "auto" is a progress bar on a terminal,
+    one line per epoch otherwise."""
     if value == "auto":
         return 1 if sys.stdout.isatty() else 2
     return int(value)

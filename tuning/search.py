@@ -95,7 +95,7 @@ def main(argv=None):
     import keras
 
     from gmsop_keras.distribute import make_strategy
-    from gmsop_keras.fit import make_inputs, resolve_data_dir
+    from gmsop_keras.fit import keras_verbosity, make_inputs, resolve_data_dir
     from tuning.hypermodel import GMSOPHyperModel
     from tuning.plots import plot_study
     from tuning.results import trial_dir, trial_rows, write_results
@@ -118,7 +118,7 @@ def main(argv=None):
     _write_settings(directory, settings)
     before = {trial_id: trial.status for trial_id, trial in tuner.oracle.trials.items()}
     tuner.search(train, validation_data=validation, epochs=config["epochs"], steps_per_epoch=steps_per_epoch,
-                 validation_steps=config["validation_steps"], verbose=_verbose(config["verbose"]))
+                 validation_steps=config["validation_steps"], verbose=keras_verbosity(config["verbose"]))
 
     rows = trial_rows(tuner, args.study)
     _, md_path = write_results(rows, directory)
@@ -205,12 +205,6 @@ def _report(study, rows, ran, md_path, plots):
               f"validation top-1 error {100 * best['val_top1_error']:.2f}% (trial {best['trial_id']})")
     for path in plots:
         print(f"  plot: {path}")
-
-
-def _verbose(value):
-    if value == "auto":
-        return 1 if sys.stdout.isatty() else 2
-    return int(value)
 
 
 if __name__ == "__main__":
