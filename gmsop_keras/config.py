@@ -149,10 +149,11 @@ def _dataset_kind(dataset):
 
 
 def _check_names(config):
-    from gmsop_keras.models import list_backbones, parse_head
+    from gmsop_keras.models import list_backbones, list_imagenet_models, parse_head
 
-    if config["backbone"] not in list_backbones():
-        raise UsageError(f"unknown backbone {config['backbone']!r}; valid backbones: {', '.join(list_backbones())}")
+    valid = list_backbones() + list_imagenet_models()
+    if config["backbone"] not in valid:
+        raise UsageError(f"unknown backbone {config['backbone']!r}; valid backbones: {', '.join(valid)}")
     try:
         parse_head(config["head"])
     except ValueError as error:

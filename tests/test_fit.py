@@ -172,3 +172,12 @@ def test_killed_run_resumes_from_the_last_finished_epoch(tiny_synthetic, tmp_pat
     assert epochs == list(range(6)), epochs  # no epoch lost, none repeated
     assert f"Epoch {done_before + 1}/6" in result.stdout and "Epoch 1/6" not in result.stdout
     assert "validation: top-1 error" in result.stdout.splitlines()[-1]
+
+
+def test_fit_accepts_the_seed_family_names(capsys, tmp_path):
+    from gmsop_keras.config import resolve_config
+
+    config = resolve_config(["--backbone", "gsop2-resnet50", "--head", "isqrt-256", "--dataset", "imagenet64"])
+    assert config["backbone"] == "gsop2-resnet50" and config["head"] == "isqrt-256"
+    code = run_cli(fit_main, ["--backbone", "resnet152", "--model-dir", str(tmp_path / "m")])
+    assert code == 2 and "gsop1-resnet50" in capsys.readouterr().err

@@ -5,6 +5,7 @@ from keras import layers
 
 from gmsop_keras.models.backbones import backbone_spec, build_backbone
 from gmsop_keras.models.heads import DEFAULT_DROPOUT, apply_head, parse_head
+from gmsop_keras.models.imagenet_resnets import IMAGENET_HEADS, IMAGENET_MODELS, build_imagenet_model
 
 # ImageNet per-channel RGB statistics in [0, 255] units; the input images are raw.
 IMAGENET_MEAN = tuple(255.0 * m for m in (0.485, 0.456, 0.406))
@@ -39,7 +40,11 @@ def build_model(
 
     Args:
         backbone: one of `list_backbones()`: `"resnet18"`, `"resnet50"` (the
-            paper's modified ResNets, Table 1) or `"wrn-36-2"`.
+            paper's modified ResNets, Table 1) or `"wrn-36-2"`; or one of the seed
+            family's ImageNet models, `list_imagenet_models()`
+            (`"resnet50-imagenet"`, `"gsop1-resnet50"`, `"gsop2-resnet50"`,
+            `"gauss-resnet50"`, `"resnet50-3g"`), whose heads are `"gap"`,
+            `"isqrt-256"` or `"3g-256"` (the options below do not apply to them).
         head: one of `list_heads()`, or any `gap-D`, `ave-gap-N`, `gm-gap-N-K`,
             `ave-sop-N`, `gm-sop-N-K` (see `gmsop_keras.models.heads`).
         num_classes: classifier width (1000 for ImageNet, 365 for Places365).
@@ -68,6 +73,8 @@ def build_model(
     >>> round(model.count_params() / 1e6, 1)  # the paper: 10.3M
     10.4
     """
+    if backbone in IMAGENET_MODELS:
+        return _seed_family_model(backbone, head, num_classes, input_shape, name)
     spec = backbone_spec(backbone)
     head_spec = parse_head(head)
     if last_stride is None:
@@ -98,5 +105,22 @@ def build_model(
         seed=seed,
         sop_channels=sop_channels,
     )
+    name = name or f"{backbone}_{head}".replace("-", "_")
+    return keras.Model(images, logits, name=name)
+
+
+def _seed_family_model(backbone, head, num_classes, input_shape, name):
+    """A seed-family ImageNet model with this library's input convention (raw images, `image`)."""
+    head = IMAGENET_MODELS[backbone]["head"] if head is None else head
+    if head not in IMAGENET_HEADS:
+        raise ValueError(
+            f"Backbone {backbone!r} takes the heads {', '.join(IMAGENET_HEADS)} (its own: "
+            f"{IMAGENET_MODELS[backbone]['head']}). Received: head={head!r}"
+        )
+    images = keras.Input(shape=input_shape, name=INPUT_NAME)
+    x = layers.Normalization(
+        mean=IMAGENET_MEAN, variance=tuple(s * s for s in IMAGENET_STD), dtype="float32", name="normalization"
+    )(images)
+    logits = build_imagenet_model(backbone, num_classes, input_shape, head=head)(x)
     name = name or f"{backbone}_{head}".replace("-", "_")
     return keras.Model(images, logits, name=name)

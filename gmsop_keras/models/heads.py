@@ -13,6 +13,11 @@ layers on a backbone's feature map. The names (paper Sec. 3.1, Tables 2-4):
 | `gm-gap-N-K`  | gated mixture of N parametric GAPs, top K                   | 512  |
 | `ave-sop-N`   | mean of N parametric SR-SOPs                                | 8256 |
 | `gm-sop-N-K`  | gated mixture of N parametric SR-SOPs, top K (GM-SOP)       | 8256 |
+| `isqrt-256`   | iSQRT-COV: 1x1 conv 256 + BN + ReLU, SR-SOP (3 iterations)  | 32896 |
+| `3g-256`      | 3G-Net: the same reduction, re-weighted SR-SOP (5 iter.)    | 32896 |
+
+The last two are the heads of the seed family's ImageNet models (GSoP-Net2,
+ResNet50-3G); as there, the classifier follows the representation directly.
 
 Every head but `gap` ends with BatchNorm, Dropout and the classifier (paper
 Sec. 2.3; the official code has them after the mixture, and nothing between
@@ -34,6 +39,7 @@ import keras
 from keras import layers
 
 from gmsop_keras.layers import GatedMixture, ParametricGAP, SquareRootSOP
+from gmsop_keras.models.imagenet_resnets import apply_imagenet_head
 
 CANONICAL_HEADS = (
     "gap",
@@ -45,7 +51,10 @@ CANONICAL_HEADS = (
     "psr-sop",
     "ave-sop-16",
     "gm-sop-16-8",
+    "isqrt-256",
+    "3g-256",
 )
+SEED_FAMILY_HEADS = ("isqrt-256", "3g-256")
 HEAD_PATTERNS = ("gap-D", "ave-gap-N", "gm-gap-N-K", "ave-sop-N", "gm-sop-N-K")
 GAP_COMPONENT_DIMS = (512,)
 SOP_COMPONENT_DIMS = (256, 128)
@@ -110,6 +119,8 @@ def parse_head(name):
         ValueError: for an unknown name (the message lists the valid ones) or
             impossible numbers (`K > N`, `N = 0`, `D = 0`, `gm-` without K).
     """
+    if name in SEED_FAMILY_HEADS:
+        return HeadSpec(name, "sop")
     match = _HEAD_REGEX.match(name) if isinstance(name, str) else None
     if match is None:
         raise ValueError(
@@ -170,6 +181,9 @@ def apply_head(
         Symbolic logits `(B, num_classes)`, float32.
     """
     x = features
+    if spec.name in SEED_FAMILY_HEADS:
+        x = apply_imagenet_head(x, spec.name)
+        return layers.Dense(num_classes, dtype="float32", name="logits")(x)
     if spec.second_order and sop_channels and x.shape[-1] > sop_channels:
         x = layers.Conv2D(
             sop_channels, 1, use_bias=False, kernel_initializer="he_normal", name="head_reduce_conv"

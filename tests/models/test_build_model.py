@@ -186,3 +186,30 @@ def test_gm_sop_training_does_not_diverge():
     assert all(np.isfinite(losses))
     assert max(losses[-3:]) < 0.5 * losses[0]
     assert max(losses) < 1.5 * losses[0]
+
+
+SEED_FAMILY = [
+    # name, its own head, the authors' trainable parameters (millions, 1000 classes)
+    ("resnet50-imagenet", "gap", 25.56),
+    ("gsop1-resnet50", "gap", 28.29),
+    ("gsop2-resnet50", "isqrt-256", 58.28),
+    ("gauss-resnet50", "gap", 33.85),
+    ("resnet50-3g", "3g-256", 57.97),
+]
+
+
+@pytest.mark.parametrize("backbone, head, millions", SEED_FAMILY, ids=[r[0] for r in SEED_FAMILY])
+def test_seed_family_models_by_name(backbone, head, millions):
+    """build_model takes the seed family's names like any other: raw-image input, logits out."""
+    model = build_model(backbone, head, num_classes=1000, input_shape=(32, 32, 3))
+    trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    assert trainable / 1e6 == pytest.approx(millions, rel=0.01)
+    assert model.input.name == "image" and model.output_shape == (None, 1000)
+    images, _ = _batch(size=32, batch=2)
+    logits = model.predict_on_batch(images)
+    assert logits.shape == (2, 1000) and np.isfinite(logits).all()
+
+
+def test_seed_family_models_reject_other_heads():
+    with pytest.raises(ValueError, match="isqrt-256"):
+        build_model("gsop1-resnet50", "gm-sop-16-8")

@@ -39,6 +39,7 @@ def test_list_heads_are_the_papers_rows_and_all_parse():
     assert list_heads() == [
         "gap", "gap-512", "gap-8256", "ave-gap-16", "gm-gap-16-8",
         "sr-sop", "psr-sop", "ave-sop-16", "gm-sop-16-8",
+        "isqrt-256", "3g-256",  # the seed family's heads (GSoP-Net2, ResNet50-3G)
     ]
     assert [parse_head(name).name for name in list_heads()] == list_heads()
 
