@@ -25,6 +25,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from machine import cpu_name  # noqa: E402  (benchmarks/machine.py)
+
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -86,7 +88,7 @@ def run(args):
         load_end = os.getloadavg()
 
     info = {
-        "cpu": _cpu_name(),
+        "cpu": cpu_name(),
         "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "gpus": len(tf.config.list_physical_devices("GPU")),
         "tf": tf.__version__,
@@ -137,17 +139,6 @@ def report(args, seconds, params, export_seconds, info):
                 lines.append(f"- `{head}` / `{first}` at batch {batch}: **{statistics.median(ratios):.2f}x** "
                              f"(rounds: {ratios[0]:.2f}-{ratios[-1]:.2f})")
     return "\n".join(lines) + "\n"
-
-
-def _cpu_name():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def main(argv=None):

@@ -28,6 +28,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from machine import cpu_name  # noqa: E402  (benchmarks/machine.py)
+
 DEFAULT_VARIANTS = (
     "gap",
     "gap-512",
@@ -113,7 +115,7 @@ def run(args):
     medians = {variant: statistics.median(values) for variant, values in times.items()}
     params = {variant: models[variant].count_params() for variant in args.variants}
     info = {
-        "cpu": _cpu_name(),
+        "cpu": cpu_name(),
         "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "gpus": len(tf.config.list_physical_devices("GPU")),
         "tf": tf.__version__,
@@ -173,17 +175,6 @@ def report(args, medians, times, params, info):
                 f"- {label}: **{ratio(slow, fast):.2f}x** (rounds: {per_round[0]:.2f}-{per_round[-1]:.2f})"
             )
     return "\n".join(lines) + "\n"
-
-
-def _cpu_name():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def main(argv=None):

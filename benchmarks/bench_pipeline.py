@@ -28,6 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from machine import cpu_name  # noqa: E402  (benchmarks/machine.py)
 from pipelines import ensure_synthetic, make_dataset, read_manifest  # noqa: E402
 from pipelines.manifest import shard_paths  # noqa: E402
 from pipelines.tfrecord import FEATURE_SPEC, IMAGE_KEY, LABEL_KEY  # noqa: E402
@@ -90,12 +91,7 @@ def run(args):
 
 
 def machine():
-    model = platform.processor() or "unknown CPU"
-    if os.path.exists("/proc/cpuinfo"):
-        with open("/proc/cpuinfo") as f:
-            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-        model = names[0] if names else model
-    return (f"{os.cpu_count()} CPU cores ({model}), no GPU; Python {platform.python_version()}, "
+    return (f"{os.cpu_count()} CPU cores ({cpu_name()}), no GPU; Python {platform.python_version()}, "
             f"TensorFlow {tf.__version__}, NumPy {np.__version__}, {platform.system()} {platform.release()}")
 
 

@@ -85,13 +85,7 @@ def build_model(
     if len(input_shape) != 3 or input_shape[-1] != 3:
         raise ValueError(f"`input_shape` must be (H, W, 3). Received: input_shape={input_shape}")
 
-    images = keras.Input(shape=input_shape, name=INPUT_NAME)
-    x = layers.Normalization(
-        mean=IMAGENET_MEAN,
-        variance=tuple(s * s for s in IMAGENET_STD),
-        dtype="float32",
-        name="normalization",
-    )(images)
+    images, x = _normalized_input(input_shape)
     features = build_backbone(backbone, input_shape=input_shape, last_stride=last_stride)(x)
     logits = apply_head(
         features,
@@ -117,10 +111,16 @@ def _seed_family_model(backbone, head, num_classes, input_shape, name):
             f"Backbone {backbone!r} takes the heads {', '.join(IMAGENET_HEADS)} (its own: "
             f"{IMAGENET_MODELS[backbone]['head']}). Received: head={head!r}"
         )
+    images, x = _normalized_input(input_shape)
+    logits = build_imagenet_model(backbone, num_classes, input_shape, head=head)(x)
+    name = name or f"{backbone}_{head}".replace("-", "_")
+    return keras.Model(images, logits, name=name)
+
+
+def _normalized_input(input_shape):
+    """The model input `image` (raw RGB in [0, 255]) and its per-channel normalisation."""
     images = keras.Input(shape=input_shape, name=INPUT_NAME)
     x = layers.Normalization(
         mean=IMAGENET_MEAN, variance=tuple(s * s for s in IMAGENET_STD), dtype="float32", name="normalization"
     )(images)
-    logits = build_imagenet_model(backbone, num_classes, input_shape, head=head)(x)
-    name = name or f"{backbone}_{head}".replace("-", "_")
-    return keras.Model(images, logits, name=name)
+    return images, x
