@@ -20,11 +20,14 @@ DEFAULTS = dict(
     epochs=None, stages=None, batch_size=None, lr=None, lr_decay=None, momentum=None, weight_decay=None,
     steps_per_epoch=None, validation_steps=None, model_dir=None, seed=0, mixed_precision=False,
     strategy="auto", balance_loss_weight=None, num_iterations=None, noise=None, dropout=None,
-    dispatch=None, last_stride=None, export=None, cache=False, verbose="auto",
+    dispatch=None, last_stride=None, gsop_stages=None, gaussian_pooling=None, export=None, cache=False, verbose="auto",
 )
 # May differ between a run and its resumption without changing what is trained.
 RESUMABLE_KEYS = ("epochs", "stages", "export", "strategy", "verbose", "data_dir", "validation_steps")
-MODEL_OPTION_KEYS = ("balance_loss_weight", "num_iterations", "noise", "dropout", "dispatch", "last_stride")
+MODEL_OPTION_KEYS = (
+    "balance_loss_weight", "num_iterations", "noise", "dropout", "dispatch", "last_stride",
+    "gsop_stages", "gaussian_pooling",
+)
 CONFIG_FILE = "config.yaml"
 
 
@@ -60,6 +63,8 @@ def build_parser():
     add("--dropout", type=float, help="dropout before the classifier (0.2; 0.4 for WRN GM-SOP)")
     add("--dispatch", choices=("auto", "dense", "gather"), help="top-K dispatch of the mixture")
     add("--last-stride", type=int, choices=(1, 2), help="stride of the last stage")
+    add("--gsop-stages", type=int, nargs="+", help="GSoP blocks in the last block of these stages (1-4)")
+    add("--gaussian-pooling", action="store_true", default=None, help="Gaussian pooling in place of strided blocks")
     add("--export", help="export a SavedModel to saved_models/NAME at the end")
     add("--cache", action="store_true", default=None, help="keep the training records in memory")
     add("--verbose", choices=("auto", "0", "1", "2"), help="Keras' progress: auto = bar on a terminal")

@@ -181,3 +181,10 @@ def test_fit_accepts_the_seed_family_names(capsys, tmp_path):
     assert config["backbone"] == "gsop2-resnet50" and config["head"] == "isqrt-256"
     code = run_cli(fit_main, ["--backbone", "resnet152", "--model-dir", str(tmp_path / "m")])
     assert code == 2 and "gsop1-resnet50" in capsys.readouterr().err
+
+
+def test_seed_family_options_reach_build_model():
+    from gmsop_keras.config import model_options, resolve_config
+
+    config = resolve_config(["--gsop-stages", "1", "2", "3", "--gaussian-pooling", "--dataset", "imagenet64"])
+    assert model_options(config) == {"gsop_stages": [1, 2, 3], "gaussian_pooling": True}

@@ -34,11 +34,15 @@ References:
 import keras
 from keras import layers
 
+from gmsop_keras.layers import GaussianPooling2D, GSoPBlock
+
 BACKBONES = {
     "resnet18": dict(block="basic", blocks=(2, 2, 2, 2), widths=(16, 32, 64, 128)),
     "resnet50": dict(block="basic", blocks=(6, 6, 6, 6), widths=(16, 32, 64, 128)),
     "wrn-36-2": dict(block="preact_wide", blocks=(4, 4, 4, 4), widths=(32, 64, 128, 256)),
 }
+# GSoP blocks reduce to this width (the authors' 128) or to the stage's, when narrower.
+GSOP_REDUCED_DIM = 128
 STEM_WIDTH = 16
 STAGE_STRIDES = (1, 2, 2)  # stages 2..4; the last stage takes `last_stride`
 BN_EPSILON = 1e-5
@@ -59,13 +63,19 @@ def backbone_spec(name):
     return BACKBONES[name]
 
 
-def build_backbone(name, input_shape=(64, 64, 3), last_stride=2):
+def build_backbone(name, input_shape=(64, 64, 3), last_stride=2, gsop_stages=(), gaussian_pooling=False):
     """Builds a backbone as a functional model from images to feature maps.
 
     Args:
         name: one of `list_backbones()`.
         input_shape: `(H, W, 3)` of the (already normalised) images.
         last_stride: stride of the first block of the last stage, 1 or 2.
+        gsop_stages: stages (1-4) whose last block gets a channel-mode
+            `GSoPBlock` on its residual branch before the addition (GSoP-Net1:
+            `(1, 2, 3, 4)`; GSoP-Net2: `(1, 2, 3)`).
+        gaussian_pooling: every strided block runs at stride 1 and pools its
+            output with `GaussianPooling2D` after the residual (iSP-Gaussian).
+            The small-image stems are stride 1 without max-pooling already.
 
     Returns:
         A `keras.Model` named after the backbone, output `(B, H', W', C)` with
@@ -74,6 +84,9 @@ def build_backbone(name, input_shape=(64, 64, 3), last_stride=2):
     spec = backbone_spec(name)
     if last_stride not in (1, 2):
         raise ValueError(f"`last_stride` must be 1 or 2. Received: last_stride={last_stride}")
+    gsop_stages = tuple(gsop_stages)
+    if any(stage not in (1, 2, 3, 4) for stage in gsop_stages):
+        raise ValueError(f"`gsop_stages` must name stages 1-4. Received: gsop_stages={gsop_stages}")
     strides = (*STAGE_STRIDES, last_stride)
     inputs = keras.Input(shape=input_shape, name="images")
     if spec["block"] == "basic":
@@ -87,15 +100,22 @@ def build_backbone(name, input_shape=(64, 64, 3), last_stride=2):
         zip(spec["blocks"], spec["widths"], strides), start=2
     ):
         for index in range(num_blocks):
-            x = block_fn(
-                x, width, stride if index == 0 else 1, name=f"conv{stage}_block{index + 1}"
-            )
+            block_stride = stride if index == 0 else 1
+            name_ = f"conv{stage}_block{index + 1}"
+            gsop = stage - 1 in gsop_stages and index == num_blocks - 1
+            x = block_fn(x, width, 1 if gaussian_pooling else block_stride, name=name_, gsop=gsop)
+            if gaussian_pooling and block_stride != 1:
+                x = GaussianPooling2D(block_stride, name=f"{name_}_gauss")(x)
     if spec["block"] == "preact_wide":
         x = _bn_relu(x, name="post")
     return keras.Model(inputs, x, name=name)
 
 
-def basic_block(x, filters, stride, name):
+def _gsop(x, filters, name):
+    return GSoPBlock("channel", reduced_dim=min(GSOP_REDUCED_DIM, filters), name=f"{name}_gsop")(x)
+
+
+def basic_block(x, filters, stride, name, gsop=False):
     """Post-activation basic block: conv3x3-BN-ReLU-conv3x3-BN, add, ReLU.
 
     The shortcut is a 1x1 convolution + BN where the shape changes.
@@ -108,11 +128,13 @@ def basic_block(x, filters, stride, name):
     x = _bn_relu(x, name=f"{name}_1")
     x = _conv(x, filters, 3, 1, name=f"{name}_2_conv")
     x = _bn(x, name=f"{name}_2_bn")
+    if gsop:
+        x = _gsop(x, filters, name)
     x = layers.Add(name=f"{name}_add")([shortcut, x])
     return layers.ReLU(name=f"{name}_out")(x)
 
 
-def preact_wide_block(x, filters, stride, name):
+def preact_wide_block(x, filters, stride, name, gsop=False):
     """Pre-activation wide basic block: BN-ReLU-conv3x3-BN-ReLU-conv3x3, add.
 
     Where the shape changes the shortcut is a 1x1 convolution of the
@@ -125,6 +147,8 @@ def preact_wide_block(x, filters, stride, name):
     x = _conv(preact, filters, 3, stride, name=f"{name}_1_conv")
     x = _bn_relu(x, name=f"{name}_1")
     x = _conv(x, filters, 3, 1, name=f"{name}_2_conv")
+    if gsop:
+        x = _gsop(x, filters, name)
     return layers.Add(name=f"{name}_add")([shortcut, x])
 
 

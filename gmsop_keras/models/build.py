@@ -29,6 +29,8 @@ def build_model(
     dispatch="auto",
     seed=None,
     sop_channels=128,
+    gsop_stages=(),
+    gaussian_pooling=False,
     name=None,
 ):
     """Builds a classifier: normalisation, backbone, pooling head, logits.
@@ -62,6 +64,10 @@ def build_model(
         seed: seed of the gate noise.
         sop_channels: second-order heads reduce wider maps (WRN-36-2's 256
             channels) to this many with a 1x1 conv + BN + ReLU.
+        gsop_stages, gaussian_pooling: the seed family's options for the
+            small-image backbones: GSoP blocks in the last block of these
+            stages (1-4), and Gaussian pooling in place of strided blocks
+            (see `build_backbone`).
         name: model name; default `"<backbone>_<head>"`.
 
     Returns:
@@ -86,7 +92,10 @@ def build_model(
         raise ValueError(f"`input_shape` must be (H, W, 3). Received: input_shape={input_shape}")
 
     images, x = _normalized_input(input_shape)
-    features = build_backbone(backbone, input_shape=input_shape, last_stride=last_stride)(x)
+    features = build_backbone(
+        backbone, input_shape=input_shape, last_stride=last_stride,
+        gsop_stages=gsop_stages, gaussian_pooling=gaussian_pooling,
+    )(x)
     logits = apply_head(
         features,
         head_spec,

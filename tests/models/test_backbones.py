@@ -1,6 +1,7 @@
 """Backbones: the paper's modified ResNets (Table 1) and WRN-36-2."""
 
 import keras
+import numpy as np
 import pytest
 
 from gmsop_keras import build_model, list_backbones
@@ -89,3 +90,34 @@ def test_unknown_backbone_lists_the_valid_names():
         build_model("resnet34", "gap")
     with pytest.raises(ValueError, match="last_stride"):
         build_backbone("resnet18", last_stride=3)
+
+
+@pytest.mark.parametrize("name", list_backbones())
+def test_seed_family_options_keep_the_map_and_add_only_their_layers(name):
+    plain = build_backbone(name, input_shape=(32, 32, 3), last_stride=2)
+    gsop = build_backbone(name, input_shape=(32, 32, 3), last_stride=2, gsop_stages=(1, 2, 3, 4))
+    gauss = build_backbone(name, input_shape=(32, 32, 3), last_stride=2, gaussian_pooling=True)
+    assert plain.output.shape == gsop.output.shape == gauss.output.shape == (None, 4, 4, plain.output.shape[-1])
+
+    blocks = [layer for layer in gsop.layers if layer.name.endswith("_gsop")]
+    assert [b.name.split("_")[0] for b in blocks] == ["conv2", "conv3", "conv4", "conv5"]
+    assert all(b.name.startswith(f"{b.name.split('_')[0]}_block{BACKBONES[name]['blocks'][0]}") for b in blocks)
+    added = sum(int(np.prod(w.shape)) for b in blocks for w in b.weights)
+    assert gsop.count_params() - plain.count_params() == added
+
+    pools = [layer for layer in gauss.layers if layer.name.endswith("_gauss")]
+    assert len(pools) == 3  # the three strided blocks (last_stride 2)
+    strides = [layer.strides for layer in gauss.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert all(s == (1, 1) for s in strides), "Gaussian pooling replaces every strided convolution"
+
+
+def test_seed_family_options_train_through_build_model():
+    from gmsop_keras import build_model
+
+    model = build_model("resnet18", "gap", num_classes=3, input_shape=(16, 16, 3),
+                        gsop_stages=(1, 2, 3), gaussian_pooling=True)
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    images = np.random.default_rng(0).integers(0, 256, (4, 16, 16, 3)).astype("float32")
+    assert np.isfinite(model.train_on_batch(images, np.arange(4) % 3))
+    with pytest.raises(ValueError, match="gsop_stages"):
+        build_backbone("resnet18", gsop_stages=(5,))
