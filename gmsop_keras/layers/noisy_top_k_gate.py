@@ -61,8 +61,6 @@ class NoisyTopKGate(keras.layers.Layer):
         top_k: `K`, how many each sample uses; `1 <= K <= N`.
         balance_loss_weight: `alpha` of Eq. 4 (100 in the paper); 0 disables it.
         noise: `"per_sample"`, `"per_component"` or `"none"`.
-        kernel_stddev: standard deviation of the initial kernels; default
-            `1 / sqrt(features)`.
         seed: seed of the gate noise.
 
     Call arguments:
@@ -82,7 +80,6 @@ class NoisyTopKGate(keras.layers.Layer):
         top_k,
         balance_loss_weight=100.0,
         noise="per_sample",
-        kernel_stddev=None,
         seed=None,
         **kwargs,
     ):
@@ -107,7 +104,6 @@ class NoisyTopKGate(keras.layers.Layer):
         self.top_k = top_k
         self.balance_loss_weight = float(balance_loss_weight)
         self.noise = noise
-        self.kernel_stddev = None if kernel_stddev is None else float(kernel_stddev)
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
 
@@ -116,7 +112,7 @@ class NoisyTopKGate(keras.layers.Layer):
         if features is None:
             raise ValueError(f"The number of gate features must be known. Received: input_shape={input_shape}")
         shape = (features, self.num_components)
-        stddev = features**-0.5 if self.kernel_stddev is None else self.kernel_stddev
+        stddev = features**-0.5
         self.gate_kernel = self.add_weight(shape=shape, initializer=centred_normal(stddev), name="gate_kernel")
         self.noise_kernel = None
         if self.noise != "none":
@@ -146,7 +142,6 @@ class NoisyTopKGate(keras.layers.Layer):
             "top_k": self.top_k,
             "balance_loss_weight": self.balance_loss_weight,
             "noise": self.noise,
-            "kernel_stddev": self.kernel_stddev,
             "seed": self.seed,
         }
         return {**base_config, **config}
