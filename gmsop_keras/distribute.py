@@ -32,16 +32,28 @@ def make_strategy(name):
     return tf.distribute.get_strategy()
 
 
+def _tf_config():
+    return json.loads(os.environ.get("TF_CONFIG", "{}") or "{}")
+
+
 def is_chief():
     """True unless TF_CONFIG names this process a non-chief worker."""
-    config = json.loads(os.environ.get("TF_CONFIG", "{}") or "{}")
+    config = _tf_config()
     task = config.get("task", {})
-    cluster = config.get("cluster", {})
-    if not task:
+    if not task or task.get("type") == "chief":
         return True
-    if task.get("type") == "chief":
-        return True
-    return task.get("type") == "worker" and task.get("index", 0) == 0 and "chief" not in cluster
+    return task.get("type") == "worker" and task.get("index", 0) == 0 and "chief" not in config.get("cluster", {})
+
+
+def task_model_dir(model_dir):
+    """Where this process writes: `model_dir` for the chief, `model_dir/workers/<type>_<index>` else.
+
+    Every worker keeps its own backup and logs, so that they never write the same files.
+    """
+    if is_chief():
+        return model_dir
+    task = _tf_config()["task"]
+    return os.path.join(model_dir, "workers", f"{task['type']}_{task['index']}")
 
 
 def fit_context(model, strategy, dataset):

@@ -25,7 +25,7 @@ def main(argv=None):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
 
-    from gmsop_keras.distribute import fit_context, is_chief, make_strategy
+    from gmsop_keras.distribute import fit_context, is_chief, make_strategy, task_model_dir
 
     strategy = make_strategy(config["strategy"])  # first: multi-worker must start before other TF work
     replicas = strategy.num_replicas_in_sync
@@ -36,7 +36,7 @@ def main(argv=None):
         )
     check_model_dir(config)
     chief = is_chief()
-    model_dir = config["model_dir"] if chief else _worker_dir(config["model_dir"])
+    model_dir = task_model_dir(config["model_dir"])
     if chief:
         write_config(config)
     os.makedirs(model_dir, exist_ok=True)
@@ -62,12 +62,11 @@ def main(argv=None):
     }
     with open(os.path.join(model_dir, "metrics.json"), "w") as f:
         json.dump(summary, f, indent=2)
-    if chief:
-        if config["export"]:
-            from gmsop_keras.export import export_model
+    if chief and config["export"]:
+        from gmsop_keras.export import export_model
 
-            path = export_model(model, os.path.join("saved_models", config["export"]), manifest=manifest)
-            print(f"exported {path}")
+        path = export_model(model, os.path.join("saved_models", config["export"]), manifest=manifest)
+        print(f"exported {path}")
     print(
         f"validation: top-1 error {100 * summary['top1_error']:.2f}%, "
         f"top-5 error {100 * summary['top5_error']:.2f}% ({config['dataset']}, {config['backbone']}, {config['head']})"
@@ -194,11 +193,6 @@ def make_callbacks(model_dir):
 def _save_atomic(model, path):
     model.save(path + ".tmp.keras")
     os.replace(path + ".tmp.keras", path)
-
-
-def _worker_dir(model_dir):
-    task = json.loads(os.environ["TF_CONFIG"])["task"]
-    return os.path.join(model_dir, "workers", f"{task['type']}_{task['index']}")
 
 
 def keras_verbosity(value):
