@@ -15,7 +15,6 @@ call, and writes them to a markdown file.
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -25,7 +24,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from machine import cpu_name  # noqa: E402  (benchmarks/machine.py)
+from machine import environment  # noqa: E402  (benchmarks/machine.py)
 
 
 def parse_args(argv=None):
@@ -87,16 +86,7 @@ def run(args):
                   + ", ".join(f"{h}@{b} {seconds[h, b][-1] * 1e3:.1f}ms" for h, b in cases), flush=True)
         load_end = os.getloadavg()
 
-    info = {
-        "cpu": cpu_name(),
-        "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "gpus": len(tf.config.list_physical_devices("GPU")),
-        "tf": tf.__version__,
-        "keras": keras.__version__,
-        "numpy": np.__version__,
-        "python": platform.python_version(),
-        "load": (load_start, load_end),
-    }
+    info = {**environment(), "load": (load_start, load_end)}
     return seconds, params, export_seconds, info
 
 

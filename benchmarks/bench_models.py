@@ -19,7 +19,6 @@ all N components and masks).
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import time
@@ -28,7 +27,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from machine import cpu_name  # noqa: E402  (benchmarks/machine.py)
+from machine import environment  # noqa: E402  (benchmarks/machine.py)
 
 DEFAULT_VARIANTS = (
     "gap",
@@ -114,15 +113,7 @@ def run(args):
 
     medians = {variant: statistics.median(values) for variant, values in times.items()}
     params = {variant: models[variant].count_params() for variant in args.variants}
-    info = {
-        "cpu": cpu_name(),
-        "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "gpus": len(tf.config.list_physical_devices("GPU")),
-        "tf": tf.__version__,
-        "keras": keras.__version__,
-        "python": platform.python_version(),
-        "load": (load_start, load_end),
-    }
+    info = {**environment(), "load": (load_start, load_end)}
     return medians, times, params, info
 
 
