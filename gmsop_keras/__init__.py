@@ -2,27 +2,34 @@
 
     import gmsop_keras
     model = gmsop_keras.build_model("resnet18", "gm-sop-16-8", num_classes=1000)
+    model = keras.saving.load_model("runs/.../best.keras")   # the import registered the layers
 
-The layers are in `gmsop_keras.layers`, the functions under them in `gmsop_keras.ops`. The
-names below load Keras on first use, so that the command-line tools can quiet TensorFlow's
-start-up logging before it loads.
+The layers are in `gmsop_keras.layers`, the functions under them in `gmsop_keras.ops`.
+
+Importing the package registers every serializable class with Keras (as `import keras_hub`
+does), so `keras.saving.load_model` reads this package's models in any script. The one
+exception is the package's own commands (`python -m gmsop_keras.fit`, `gmsop-fit`, ...):
+there the layers load after the command has checked its arguments, so that a typo answers
+before TensorFlow loads; each command imports what it loads explicitly.
 """
 
-import importlib
+from gmsop_keras import _startup
 
-_LAZY = {"build_model": "gmsop_keras.models", "list_backbones": "gmsop_keras.models",
-         "list_heads": "gmsop_keras.models"}
+__all__ = ["build_model", "layers", "list_backbones", "list_heads", "ops"]
 
-__all__ = ["build_model", "list_backbones", "list_heads"]
+if not _startup.started_as_command():
+    from gmsop_keras import layers, ops  # noqa: F401  (registers the layers with Keras)
+    from gmsop_keras.models import build_model, list_backbones, list_heads  # noqa: F401
 
 
 def __getattr__(name):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
+    # Only reached in a command, before it imported the layers.
+    if name in ("layers", "ops"):
+        import importlib
+
+        return importlib.import_module(f"gmsop_keras.{name}")
+    if name in ("build_model", "list_backbones", "list_heads"):
+        from gmsop_keras import models
+
+        return getattr(models, name)
     raise AttributeError(f"module 'gmsop_keras' has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(list(globals()) + __all__)

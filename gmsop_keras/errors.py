@@ -1,21 +1,41 @@
-"""The error users see as one line, and the wrapper the command-line tools share."""
+"""The errors users see as one line, and the wrapper the command-line tools share."""
 
 import sys
+import traceback
 
 
 class UsageError(Exception):
     """A problem with what the user asked for: printed as one line, exit status 2."""
 
 
-def run_cli(main, argv=None):
-    """Runs `main(argv)`; expected errors print `error: ...` on stderr (no traceback), exit 2."""
+class TrainingDiverged(Exception):
+    """The loss became NaN or infinite: printed as one line, exit status 3."""
+
+
+def add_debug_flag(parser):
+    parser.add_argument("--debug", action="store_true",
+                        help="on an error, print the full traceback; show TensorFlow's start-up log")
+    return parser
+
+
+def run_cli(main, argv=None, interrupted="interrupted"):
+    """Runs `main(argv)` and turns the project's own expected errors into one line on stderr.
+
+    `UsageError` and `pipelines.DataError` (a bad flag, a missing or corrupt file) exit 2,
+    `TrainingDiverged` exits 3, each as `error: ...` without a traceback; `--debug` adds the
+    traceback. Any other exception is a bug and propagates with its traceback. Ctrl-C prints
+    `interrupted` and exits 130.
+    """
     from pipelines.errors import DataError
 
+    debug = "--debug" in (sys.argv[1:] if argv is None else argv)
     try:
         return main(argv)
-    except (UsageError, DataError, ValueError, FileNotFoundError) as error:
+    except (UsageError, DataError, TrainingDiverged) as error:
+        if debug:
+            traceback.print_exc()
         print(f"error: {error}", file=sys.stderr)
-        return 2
+        return 3 if isinstance(error, TrainingDiverged) else 2
     except KeyboardInterrupt:
-        print("interrupted: re-run the same command to resume from the last finished epoch", file=sys.stderr)
+        print(interrupted, file=sys.stderr)
         return 130

@@ -14,7 +14,8 @@ import json
 import os
 import sys
 
-from gmsop_keras.errors import UsageError, run_cli
+from gmsop_keras.errors import UsageError, add_debug_flag, run_cli
+from pipelines.startup import load_tensorflow
 
 
 def build_parser():
@@ -27,16 +28,17 @@ def build_parser():
     parser.add_argument("--ten-crop", action="store_true", help="10-crop evaluation (Places365)")
     parser.add_argument("--steps", type=int, default=None, help="evaluate this many batches only")
     parser.add_argument("--output", help="also write the JSON here")
+    add_debug_flag(parser)
     return parser
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    load_tensorflow(args.debug)
     import keras
     import numpy as np
 
-    import gmsop_keras  # noqa: F401  (registers the layers for loading)
+    import gmsop_keras.layers  # noqa: F401  (registers the layers for loading)
     import pipelines
 
     path = resolve_model_path(args.model)
@@ -102,5 +104,10 @@ def predict_probabilities(model, images, ten_crop_size=None):
     return np.mean(probabilities, axis=0)
 
 
-if __name__ == "__main__":
+def console_main():
+    """The `gmsop-evaluate` console script."""
     sys.exit(run_cli(main))
+
+
+if __name__ == "__main__":
+    console_main()

@@ -19,7 +19,8 @@ import shutil
 import sys
 import uuid
 
-from gmsop_keras.errors import UsageError, run_cli
+from gmsop_keras.errors import UsageError, add_debug_flag, run_cli
+from pipelines.startup import load_tensorflow
 
 SIGNATURE = "serving_default"
 INPUT_NAME = "image"
@@ -154,6 +155,7 @@ def build_parser():
     parser.add_argument("--version", type=int, help="version number (default: the next free one)")
     parser.add_argument("--data-dir", help="the dataset the model was trained on, for class names and "
                                            "image size (default: the data dir in the model dir's config.yaml)")
+    add_debug_flag(parser)
     return parser
 
 
@@ -161,10 +163,10 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     if args.version is not None and args.version < 1:
         raise UsageError(f"--version must be a positive integer, got {args.version}")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    load_tensorflow(args.debug)
     import keras
 
-    import gmsop_keras  # noqa: F401  (registers the layers for loading)
+    import gmsop_keras.layers  # noqa: F401  (registers the layers for loading)
     from gmsop_keras.evaluate import resolve_model_path
 
     path = resolve_model_path(args.model)
@@ -220,5 +222,10 @@ def _config_data_dirs(model_dir):
     return [c for c in candidates if isinstance(c, str) and os.path.isdir(c)]
 
 
-if __name__ == "__main__":
+def console_main():
+    """The `gmsop-export` console script."""
     sys.exit(run_cli(main))
+
+
+if __name__ == "__main__":
+    console_main()

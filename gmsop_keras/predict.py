@@ -18,7 +18,8 @@ import json
 import os
 import sys
 
-from gmsop_keras.errors import UsageError, run_cli
+from gmsop_keras.errors import UsageError, add_debug_flag, run_cli
+from pipelines.startup import load_tensorflow
 
 SIGNATURE = "serving_default"
 CLASS_NAMES_FILE = "class_names.txt"
@@ -106,6 +107,7 @@ def build_parser():
     parser.add_argument("images", nargs="+", help="image files (any size, any format PIL reads)")
     parser.add_argument("--json", action="store_true", help="print a JSON list instead of one line per image")
     parser.add_argument("--batch-size", type=int, default=64, help="images per call of the SavedModel")
+    add_debug_flag(parser)
     return parser
 
 
@@ -113,7 +115,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be positive, got {args.batch_size}")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    load_tensorflow(args.debug)
     from pipelines import DataError
     from pipelines.folder import load_image
 
@@ -145,5 +147,10 @@ def _label(index, name):
     return name if name is not None else f"class {index}"
 
 
-if __name__ == "__main__":
+def console_main():
+    """The `gmsop-predict` console script."""
     sys.exit(run_cli(main))
+
+
+if __name__ == "__main__":
+    console_main()

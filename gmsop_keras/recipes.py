@@ -26,7 +26,7 @@ def paper_recipe(dataset, backbone, head):
     it takes the ResNet-50 rule. Places365 (Sec. 3.4): ResNet-18-8256d {35, 10, 10, 5}
     from 0.05, the others {25, 5, 5, 5} from 0.1.
     """
-    from gmsop_keras.models.heads import parse_head  # loads Keras
+    from gmsop_keras.names import parse_head
 
     if dataset == "synthetic":
         return dict(SYNTHETIC)

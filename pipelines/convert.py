@@ -116,8 +116,9 @@ def main(argv=None):
 
 def _hide_gpus():
     """Conversion needs no GPU: do not take the memory of a training job running on the same machine."""
-    import tensorflow as tf  # noqa: PLC0415
+    from pipelines.startup import load_tensorflow  # noqa: PLC0415
 
+    tf = load_tensorflow()
     try:
         tf.config.set_visible_devices([], "GPU")
     except RuntimeError:  # devices already initialised (by a TFDS source): nothing to do
@@ -149,5 +150,10 @@ def _report(output, manifest):
             print(f"  {line}", file=sys.stderr)
 
 
-if __name__ == "__main__":
+def console_main():
+    """The `gmsop-convert` console script."""
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    console_main()
