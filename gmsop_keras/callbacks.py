@@ -1,7 +1,11 @@
-"""Component usage over training (paper Fig. 2 left): how many samples each component received."""
+"""Callbacks of `fit`: checkpoints and the best model (`run_state`), divergence, progress lines, logs,
+and component usage over training (paper Fig. 2 left)."""
 
 import csv
+import math
 import os
+import sys
+import time
 
 import keras
 import numpy as np
@@ -18,6 +22,108 @@ def gated_mixtures(model):
         elif isinstance(layer, keras.Model):
             found.extend(gated_mixtures(layer))
     return found
+
+
+def _finite_epoch(logs):
+    """Whether an epoch ended with finite training and validation losses."""
+    return all(math.isfinite(float(logs[key])) for key in ("loss", "val_loss") if key in (logs or {}))
+
+
+class Checkpoint(keras.callbacks.Callback):
+    """Saves the resumable state after every epoch (`RunDirectory.save_checkpoint`); never a diverged one."""
+
+    def __init__(self, run):
+        super().__init__()
+        self.run = run
+
+    def on_epoch_end(self, epoch, logs=None):
+        if _finite_epoch(logs):
+            self.run.save_checkpoint(self.model, epoch + 1)
+
+
+class BestModel(keras.callbacks.Callback):
+    """Keeps `best.keras`: replaced only by an epoch strictly better than every epoch before,
+    including those of earlier processes of the same run (the value is read from `best.json`).
+
+    Args:
+        run: the `RunDirectory`.
+        monitor: a log key to maximise (default `val_top1`).
+    """
+
+    def __init__(self, run, monitor="val_top1"):
+        super().__init__()
+        self.run = run
+        self.monitor = monitor
+        self.best = None
+
+    def on_train_begin(self, logs=None):
+        self.best = self.run.best_value()
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is None or not _finite_epoch(logs):
+            return
+        value = float(value)
+        if self.best is None or value > self.best:
+            self.run.save_best(self.model, epoch + 1, self.monitor, value)
+            self.best = value
+
+
+class DivergenceGuard(keras.callbacks.Callback):
+    """Stops training at the first non-finite loss and records where (`epoch`, `step`, counted from 1)."""
+
+    def __init__(self):
+        super().__init__()
+        self.diverged = None
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch + 1
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)) and self.diverged is None:
+            self.diverged = {"epoch": self._epoch, "step": batch + 1, "loss": float(loss)}
+            self.model.stop_training = True
+
+
+class EpochCSVLogger(keras.callbacks.CSVLogger):
+    """Keras' CSVLogger with epochs counted from 1, as in the progress bar and component_usage.csv."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch + 1, logs)
+
+
+class ProgressLines(keras.callbacks.Callback):
+    """A progress line every `every` steps, for logs that are not a terminal (Keras' bar needs one).
+
+    Args:
+        every: steps between lines.
+        epochs: the run's total epochs, for "epoch 3/40".
+        steps: steps per epoch.
+        batch_size: global batch size, for images per second.
+        stream: where to print (default stdout).
+    """
+
+    def __init__(self, every, epochs, steps, batch_size, stream=None):
+        super().__init__()
+        self.every, self.epochs, self.steps, self.batch_size = every, epochs, steps, batch_size
+        self.stream = stream or sys.stdout
+        self._epoch = 0
+        self._since = time.perf_counter()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch + 1
+        self._since = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = batch + 1
+        if step % self.every and step != self.steps:
+            return
+        rate = step * self.batch_size / max(time.perf_counter() - self._since, 1e-9)
+        values = ", ".join(f"{k} {float(v):.4f}" for k, v in (logs or {}).items())
+        print(f"epoch {self._epoch}/{self.epochs} step {step}/{self.steps}: {values} ({rate:.0f} img/s)",
+              file=self.stream, flush=True)
 
 
 class ComponentUsage(keras.callbacks.Callback):
@@ -64,7 +170,7 @@ class ComponentUsage(keras.callbacks.Callback):
         with open(path, "a", newline="") as f:
             writer = csv.writer(f)
             if new:
-                writer.writerow(["epoch", "layer"] + [f"component_{i}" for i in range(len(counts))])
+                writer.writerow(["epoch", "layer"] + [f"component_{i + 1}" for i in range(len(counts))])
             writer.writerow([epoch, name] + counts.tolist())
 
     def _to_tensorboard(self, epoch, name, counts, png):

@@ -1,34 +1,101 @@
 """Training configuration: command-line flags, an optional YAML file, and the paper's recipes.
 
-Precedence: explicit flags > the `-c/--config` YAML file > the recipe (`--recipe paper`) >
-built-in defaults. The resolved configuration is written to the model directory; re-running
-in the same directory with a different configuration is refused, since it would resume a
-model that is not the one asked for.
+Every option is declared once, in `OPTIONS`: the command-line parser, the YAML keys and their
+type checks all come from that table. Precedence: explicit flags > the `-c/--config` YAML
+file > the recipe (`--recipe paper`) > built-in defaults. The resolved configuration is
+written to the model directory once the inputs check out; re-running in the same directory
+with a different configuration is refused, since it would resume a model that is not the one
+asked for. Nothing here imports Keras or TensorFlow.
 """
 
 import argparse
+import dataclasses
 import json
+import math
 import os
+import re
 
 import yaml
 
-from gmsop_keras.errors import UsageError
+from gmsop_keras.errors import UsageError, add_debug_flag
 from gmsop_keras.recipes import paper_recipe
 
-DEFAULTS = dict(
-    dataset="synthetic", data_dir=None, backbone="resnet18", head="gm-sop-16-8", recipe="paper",
-    epochs=None, stages=None, batch_size=None, lr=None, lr_decay=None, momentum=None, weight_decay=None,
-    steps_per_epoch=None, validation_steps=None, model_dir=None, seed=0, mixed_precision=False,
-    strategy="auto", balance_loss_weight=None, num_iterations=None, noise=None, dropout=None,
-    dispatch=None, last_stride=None, gsop_stages=None, gaussian_pooling=None, export=None, cache=False, verbose="auto",
+
+@dataclasses.dataclass(frozen=True)
+class Option:
+    """One training option: its flag, YAML key, type, default and allowed values.
+
+    `kind` is `str`, `int`, `float`, `bool` or `ints` (a list of integers); `low`/`high`
+    bound numbers (`low_open`: the bound itself is excluded); `choices` lists allowed values.
+    """
+
+    name: str
+    kind: str
+    default: object = None
+    help: str = ""
+    choices: tuple = ()
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    model_option: bool = False  # passed to build_model
+    resumable: bool = False  # may differ between a run and its resumption
+
+
+OPTIONS = (
+    Option("dataset", "str", "synthetic", "imagenet64 | places365 | synthetic | a folder of TFRecords"),
+    Option("data_dir", "str", None, "converted TFRecords (python -m pipelines.convert); synthetic: cache folder",
+           resumable=True),
+    Option("backbone", "str", "resnet18", "resnet18 | resnet50 | wrn-36-2 | an ImageNet ResNet-50 of the seed family"),
+    Option("head", "str", "gm-sop-16-8", "gap, gap-512, sr-sop, psr-sop, ave-sop-16, gm-sop-16-8, gm-gap-N-K, ..."),
+    Option("recipe", "str", "paper", "the paper's schedule for this model and dataset, or none",
+           choices=("paper", "none")),
+    Option("epochs", "int", None, "total epochs (default: the recipe's); a finished run re-run with more continues",
+           low=1, resumable=True),
+    Option("stages", "ints", None, "step schedule: epochs at lr, lr*decay, ... (e.g. 40 10 5 5)", low=1,
+           resumable=True),
+    Option("batch_size", "int", None, "global batch size, split across replicas", low=1),
+    Option("lr", "float", None, "initial learning rate", low=0, low_open=True),
+    Option("lr_decay", "float", None, "factor at every stage boundary (0.1)", low=0, high=1, low_open=True),
+    Option("momentum", "float", None, "SGD momentum (0.9)", low=0, high=1, high_open=True),
+    Option("weight_decay", "float", None, "L2 weight decay as in the paper (5e-4)", low=0),
+    Option("steps_per_epoch", "int", None, "train this many steps per epoch (short runs)", low=1),
+    Option("validation_steps", "int", None, "evaluate on this many batches only", low=1, resumable=True),
+    Option("model_dir", "str", None, "checkpoints, logs, plots and the resolved config "
+           "(default: runs/<dataset>-<backbone>-<head>)"),
+    Option("seed", "int", 0, "seed of the weights, the gate noise and the data order", low=0),
+    Option("mixed_precision", "bool", False, "mixed_float16 (second-order parts, gate and classifier stay float32)"),
+    Option("jit_compile", "str", "auto", "XLA: auto = on for one GPU, off on a CPU and under a distribution "
+           "strategy (where Keras 3.15 cannot compile)", choices=("auto", "on", "off"), resumable=True),
+    Option("strategy", "str", "auto", "auto = every visible GPU; none; mirrored; multi-worker (TF_CONFIG)",
+           choices=("auto", "none", "mirrored", "multi-worker"), resumable=True),
+    Option("balance_loss_weight", "float", None, "alpha of the balance loss (Eq. 4; 100)", low=0,
+           model_option=True),
+    Option("num_iterations", "int", None, "Newton-Schulz iterations (5; the official code used 3)", low=1,
+           model_option=True),
+    Option("noise", "str", None, "gate noise", choices=("per_sample", "per_component", "none"), model_option=True),
+    Option("dropout", "float", None, "dropout before the classifier (0.2; 0.4 for WRN GM-SOP)", low=0, high=1,
+           high_open=True, model_option=True),
+    Option("dispatch", "str", None, "top-K dispatch of the mixture", choices=("auto", "dense", "gather"),
+           model_option=True),
+    Option("last_stride", "int", None, "stride of the last stage", choices=(1, 2), model_option=True),
+    Option("gsop_stages", "ints", None, "GSoP blocks in the last block of these stages (1-4)", low=1, high=4,
+           model_option=True),
+    Option("gaussian_pooling", "bool", None, "Gaussian pooling in place of strided blocks", model_option=True),
+    Option("export", "str", None, "export a SavedModel to saved_models/NAME at the end", resumable=True),
+    Option("cache", "bool", False, "keep the training records in memory", resumable=True),
+    Option("verbose", "str", "auto", "progress: auto = Keras' bar on a terminal, else a line every --log-every steps",
+           choices=("auto", "0", "1", "2"), resumable=True),
+    Option("log_every", "int", 100, "when not on a terminal, print a progress line every N steps", low=1,
+           resumable=True),
 )
-# May differ between a run and its resumption without changing what is trained.
-RESUMABLE_KEYS = ("epochs", "stages", "export", "strategy", "verbose", "data_dir", "validation_steps")
-MODEL_OPTION_KEYS = (
-    "balance_loss_weight", "num_iterations", "noise", "dropout", "dispatch", "last_stride",
-    "gsop_stages", "gaussian_pooling",
-)
+BY_NAME = {option.name: option for option in OPTIONS}
+DEFAULTS = {option.name: option.default for option in OPTIONS}
+RESUMABLE_KEYS = tuple(option.name for option in OPTIONS if option.resumable)
+MODEL_OPTION_KEYS = tuple(option.name for option in OPTIONS if option.model_option)
 CONFIG_FILE = "config.yaml"
+# Keys that recipes add beside the options (the synthetic set's size).
+RECIPE_KEYS = ("synthetic",)
 
 
 def build_parser():
@@ -37,62 +104,44 @@ def build_parser():
         description="Train a CNN with GM-SOP (or any head of the paper's Tables 2-4) on ImageNet-64, "
         "Places365, the built-in synthetic set, or a folder of converted TFRecords.",
     )
-    add = parser.add_argument
-    add("-c", "--config", help="YAML file whose keys are flag names (dashes or underscores)")
-    add("--dataset", help="imagenet64 | places365 | synthetic | a folder of TFRecords (default: synthetic)")
-    add("--data-dir", help="converted TFRecords (python -m pipelines.convert); synthetic: cache folder")
-    add("--backbone", help="resnet18 | resnet50 | wrn-36-2 (default: resnet18)")
-    add("--head", help="gap, gap-512, sr-sop, psr-sop, ave-sop-16, gm-sop-16-8, gm-gap-N-K, ... (default: gm-sop-16-8)")
-    add("--recipe", choices=("paper", "none"), help="the paper's schedule for this model and dataset (default)")
-    add("--epochs", type=int, help="total epochs (default: the recipe's)")
-    add("--stages", type=int, nargs="+", help="step schedule: epochs at lr, lr*decay, ... (e.g. 40 10 5 5)")
-    add("--batch-size", type=int, help="global batch size, split across replicas")
-    add("--lr", type=float, help="initial learning rate")
-    add("--lr-decay", type=float, help="factor at every stage boundary (0.1)")
-    add("--momentum", type=float)
-    add("--weight-decay", type=float, help="L2 weight decay as in the paper (5e-4)")
-    add("--steps-per-epoch", type=int, help="train this many steps per epoch (short runs)")
-    add("--validation-steps", type=int, help="evaluate on this many batches only")
-    add("--model-dir", help="checkpoints, logs, plots and the resolved config (default: runs/<dataset>-<backbone>-<head>)")
-    add("--seed", type=int)
-    add("--mixed-precision", action="store_true", default=None, help="mixed_float16 (second-order parts stay float32)")
-    add("--strategy", choices=("auto", "none", "mirrored", "multi-worker"))
-    add("--balance-loss-weight", type=float, help="alpha of the balance loss (Eq. 4; 100)")
-    add("--num-iterations", type=int, help="Newton-Schulz iterations (5; the official code used 3)")
-    add("--noise", choices=("per_sample", "per_component", "none"), help="gate noise")
-    add("--dropout", type=float, help="dropout before the classifier (0.2; 0.4 for WRN GM-SOP)")
-    add("--dispatch", choices=("auto", "dense", "gather"), help="top-K dispatch of the mixture")
-    add("--last-stride", type=int, choices=(1, 2), help="stride of the last stage")
-    add("--gsop-stages", type=int, nargs="+", help="GSoP blocks in the last block of these stages (1-4)")
-    add("--gaussian-pooling", action="store_true", default=None, help="Gaussian pooling in place of strided blocks")
-    add("--export", help="export a SavedModel to saved_models/NAME at the end")
-    add("--cache", action="store_true", default=None, help="keep the training records in memory")
-    add("--verbose", choices=("auto", "0", "1", "2"), help="Keras' progress: auto = bar on a terminal")
+    parser.add_argument("-c", "--config", help="YAML file whose keys are flag names (dashes or underscores)")
+    for option in OPTIONS:
+        flag = "--" + option.name.replace("_", "-")
+        default = f" (default: {option.default})" if option.default not in (None, False) else ""
+        kwargs = dict(help=option.help + default, default=None)
+        if option.kind == "bool":
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            kwargs["type"] = {"str": str, "int": int, "float": float, "ints": int}[option.kind]
+            if option.kind == "ints":
+                kwargs["nargs"] = "+"
+            if option.choices:
+                kwargs["choices"] = option.choices
+        parser.add_argument(flag, **kwargs)
+    add_debug_flag(parser)
     return parser
 
 
 def resolve_config(argv=None):
-    """Parses flags and merges them with the YAML file and the recipe; returns a plain dict."""
+    """Parses flags and merges them with the YAML file and the recipe; returns a plain dict.
+
+    Raises:
+        UsageError: an unknown YAML key, a value of the wrong type or out of range, an unknown
+            backbone or head. All checked before TensorFlow loads.
+    """
     args = build_parser().parse_args(argv)
-    flags = {k: v for k, v in vars(args).items() if v is not None and k != "config"}
-    from_file = {}
-    if args.config:
-        if not os.path.isfile(args.config):
-            raise UsageError(f"config file {args.config} not found")
-        with open(args.config) as f:
-            from_file = {k.replace("-", "_"): v for k, v in (yaml.safe_load(f) or {}).items()}
-        unknown = sorted(set(from_file) - set(DEFAULTS))
-        if unknown:
-            raise UsageError(f"unknown keys in {args.config}: {unknown}; valid keys are {sorted(DEFAULTS)}")
+    flags = {k: v for k, v in vars(args).items() if v is not None and k not in ("config", "debug")}
+    from_file = read_yaml_config(args.config) if args.config else {}
     config = {**DEFAULTS, **from_file, **flags}
+    check_values(config, source=args.config)
     _check_names(config)
     if config["recipe"] == "paper":
         recipe = paper_recipe(_dataset_kind(config["dataset"]), config["backbone"], config["head"])
         for key, value in recipe.items():
             if key in config and config[key] is None:
                 config[key] = list(value) if isinstance(value, tuple) else value
-            elif key == "synthetic":
-                config.setdefault("synthetic", value)
+            elif key in RECIPE_KEYS:
+                config.setdefault(key, value)
     fallback = dict(stages=[config["epochs"] or 10], lr=0.1, batch_size=256, momentum=0.9,
                     weight_decay=5e-4, lr_decay=0.1)
     for key, value in fallback.items():
@@ -106,18 +155,94 @@ def resolve_config(argv=None):
     return config
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 reads `1e-3` as a string; this loader reads it as the number people mean."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\d[\d_]*(?:\.[\d_]*)?|\.\d[\d_]*)[eE][-+]?\d+$"),
+    list("-+0123456789."),
+)
+
+
+def read_yaml_config(path):
+    """The options of a YAML file, keys normalised to underscores; unknown keys are refused."""
+    if not os.path.isfile(path):
+        raise UsageError(f"config file {path} not found")
+    try:
+        with open(path) as f:
+            loaded = yaml.load(f, Loader=_Loader)
+    except yaml.YAMLError as error:
+        raise UsageError(f"{path} is not valid YAML: {' '.join(str(error).split())}") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise UsageError(f"{path} must hold a mapping of option names to values, found a {type(loaded).__name__}")
+    values = {str(k).replace("-", "_"): v for k, v in loaded.items()}
+    unknown = sorted(set(values) - set(DEFAULTS) - set(RECIPE_KEYS))
+    if unknown:
+        raise UsageError(f"unknown keys in {path}: {unknown}; valid keys are {sorted(DEFAULTS)}")
+    return values
+
+
+def check_values(config, source=None):
+    """Checks the type and range of every option set in `config`; raises UsageError naming the first bad one."""
+    where = f"{source}: " if source else ""
+    for name, value in config.items():
+        option = BY_NAME.get(name)
+        if option is None or value is None:
+            continue
+        problem = _problem(option, value)
+        if problem:
+            raise UsageError(f"{where}{name} {problem}, got {value!r}")
+
+
+def _problem(option, value):
+    if option.kind == "ints":
+        if not isinstance(value, (list, tuple)) or not value:
+            return "must be a list of integers, e.g. [40, 10, 5, 5]"
+        item = dataclasses.replace(option, kind="int")
+        return next((f"must be a list of integers; {v!r} {p}" for v in value if (p := _problem(item, v))), None)
+    if option.kind == "bool":
+        return None if isinstance(value, bool) else "must be true or false"
+    if option.kind == "str":
+        if not isinstance(value, str):
+            return "must be a string"
+    elif option.kind == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            return "must be an integer"
+    elif option.kind == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            return "must be a finite number"
+    if option.choices and value not in option.choices:
+        return f"must be one of {', '.join(map(str, option.choices))}"
+    if option.low is not None and (value <= option.low if option.low_open else value < option.low):
+        return f"must be {'>' if option.low_open else '>='} {option.low:g}"
+    if option.high is not None and (value >= option.high if option.high_open else value > option.high):
+        return f"must be {'<' if option.high_open else '<='} {option.high:g}"
+    return None
+
+
 def model_options(config):
     """The `build_model` options the configuration sets."""
     return {k: config[k] for k in MODEL_OPTION_KEYS if config.get(k) is not None}
 
 
+def read_saved_config(model_dir):
+    """The configuration a model directory was trained with, or None."""
+    path = os.path.join(model_dir, CONFIG_FILE)
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return yaml.safe_load(f) or {}
+
+
 def check_model_dir(config):
     """Refuses to resume a model directory that was made for a different configuration."""
-    path = os.path.join(config["model_dir"], CONFIG_FILE)
-    if not os.path.isfile(path):
+    saved = read_saved_config(config["model_dir"])
+    if saved is None:
         return
-    with open(path) as f:
-        saved = yaml.safe_load(f) or {}
     differences = sorted(
         k for k in set(saved) | set(config)
         if k not in RESUMABLE_KEYS and _normal(saved.get(k)) != _normal(config.get(k))
@@ -134,7 +259,7 @@ def write_config(config):
     os.makedirs(config["model_dir"], exist_ok=True)
     path = os.path.join(config["model_dir"], CONFIG_FILE)
     with open(path + ".tmp", "w") as f:
-        yaml.safe_dump(json.loads(json.dumps(config)), f, sort_keys=True)
+        yaml.safe_dump(_normal(config), f, sort_keys=True)
     os.replace(path + ".tmp", path)
 
 
@@ -154,12 +279,10 @@ def _dataset_kind(dataset):
 
 
 def _check_names(config):
-    from gmsop_keras.models import list_backbones, list_imagenet_models, parse_head
+    from gmsop_keras.names import check_backbone, parse_head
 
-    valid = list_backbones() + list_imagenet_models()
-    if config["backbone"] not in valid:
-        raise UsageError(f"unknown backbone {config['backbone']!r}; valid backbones: {', '.join(valid)}")
     try:
+        check_backbone(config["backbone"])
         parse_head(config["head"])
     except ValueError as error:
         raise UsageError(str(error)) from None

@@ -5,203 +5,183 @@
     python -m gmsop_keras.fit --dataset places365 --data-dir data/places365 --head gm-gap-16-8
 
 The model directory receives: `config.yaml` (resolved configuration), `backup/` (resume point:
-re-running the same command after a crash continues from the last finished epoch), `log.csv`,
-`tensorboard/`, `best.keras` (best validation top-1), `final.keras`, `metrics.json`, and for
-gated mixtures `component_usage.csv` with a bar chart per epoch in `component_usage/`.
+re-running the same command after a crash continues from the last finished epoch; re-running a
+finished run says so and trains nothing; a larger `--epochs` continues it), `log.csv`,
+`tensorboard/`, `best.keras` (best validation top-1), `final.keras`, `metrics.json` (written
+last), and for gated mixtures `component_usage.csv` with a bar chart per epoch in
+`component_usage/`. Epochs are counted from 1 everywhere. `gmsop_keras.run_state` describes the
+order in which these files are written and why a kill at any moment loses at most one epoch.
 """
 
-import json
 import os
 import sys
 
-from gmsop_keras.config import check_model_dir, model_options, resolve_config, write_config
-from gmsop_keras.errors import UsageError, run_cli
-
-SYNTHETIC_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "gmsop_keras")
+from gmsop_keras.config import check_model_dir, resolve_config, write_config
+from gmsop_keras.errors import TrainingDiverged, UsageError, run_cli
+from gmsop_keras.run_state import FINAL_MODEL, RunDirectory, save_model
+from gmsop_keras.training import SYNTHETIC_CACHE, keras_verbosity  # noqa: F401  (SYNTHETIC_CACHE: re-exported)
 
 
 def main(argv=None):
+    # Everything that can be checked without TensorFlow is checked first: flags, names, the
+    # data folder and the model directory, so that a mistake answers at once and writes nothing.
+    from gmsop_keras import training
+
     config = resolve_config(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    debug = "--debug" in (sys.argv[1:] if argv is None else argv)
+    data_dir, manifest = training.locate_data(config)
+    if manifest is not None:
+        training.steps_per_epoch(config, manifest, data_dir)
+    check_model_dir(config)
+    finished = RunDirectory(config["model_dir"]).finished()
+    if finished is not None and finished.get("epochs") is not None:
+        if finished["epochs"] == config["epochs"]:
+            print(f"{config['model_dir']} holds a finished run of {finished['epochs']} epochs (metrics.json: "
+                  f"top-1 error {_percent(finished.get('top1_error'))}); nothing to do. "
+                  "To train longer, raise --epochs.")
+            return 0
+        if finished["epochs"] > config["epochs"]:
+            raise UsageError(f"{config['model_dir']} holds a run finished after {finished['epochs']} epochs; "
+                             f"--epochs {config['epochs']} would not train it further (raise --epochs, or use "
+                             "another --model-dir)")
+
+    from gmsop_keras._startup import devices_line, load_tensorflow
+    from gmsop_keras.distribute import is_chief, make_strategy, task_model_dir
+
+    run = RunDirectory(task_model_dir(config["model_dir"]))
+    with run.lock():  # before TensorFlow loads: a second fit on this directory is refused at once
+        load_tensorflow(debug)
+        strategy = make_strategy(config["strategy"])  # first: multi-worker must start before other TF work
+        replicas = strategy.num_replicas_in_sync
+        if config["batch_size"] % replicas:
+            raise UsageError(
+                f"--batch-size {config['batch_size']} is not divisible by the {replicas} replicas; "
+                f"use a multiple of {replicas}"
+            )
+        return train(config, run, data_dir, strategy, is_chief(), devices_line())
+
+
+def train(config, run, data_dir, strategy, chief, devices):
     import keras
 
-    from gmsop_keras.distribute import fit_context, is_chief, make_strategy, task_model_dir
+    import gmsop_keras.layers  # noqa: F401  (registers the layers: final.keras is loaded back below)
+    from gmsop_keras import training
+    from gmsop_keras.callbacks import DivergenceGuard
+    from gmsop_keras.distribute import fit_context
 
-    strategy = make_strategy(config["strategy"])  # first: multi-worker must start before other TF work
-    replicas = strategy.num_replicas_in_sync
-    if config["batch_size"] % replicas:
-        raise UsageError(
-            f"--batch-size {config['batch_size']} is not divisible by the {replicas} replicas; "
-            f"use a multiple of {replicas}"
-        )
-    check_model_dir(config)
-    chief = is_chief()
-    model_dir = task_model_dir(config["model_dir"])
-    if chief:
-        write_config(config)
-    os.makedirs(model_dir, exist_ok=True)
     keras.utils.set_random_seed(config["seed"])
     if config["mixed_precision"]:
         keras.mixed_precision.set_global_policy("mixed_float16")
-
-    data_dir = resolve_data_dir(config)
-    train, validation, manifest, steps_per_epoch = make_inputs(config, data_dir)
+    manifest = training.prepare_data(config, data_dir)
+    train_data, validation, manifest, steps = training.make_inputs(config, data_dir, manifest)
+    jit_compile = _jit_compile(config["jit_compile"], strategy)
     with strategy.scope():
-        model = build_and_compile(config, train.element_spec[0].shape[1:], manifest["num_classes"], steps_per_epoch)
-    with fit_context(model, strategy, train):
-        history = fit_model(model, config, train, validation, steps_per_epoch, model_dir)
-    final_path = os.path.join(model_dir, "final.keras")
-    _save_atomic(model, final_path)
+        model = training.build_and_compile(
+            config, train_data.element_spec[0].shape[1:], manifest["num_classes"], steps, jit_compile)
+    if chief:
+        write_config(config)
+    with fit_context(model, strategy, train_data):
+        with strategy.scope():
+            initial_epoch = run.restore(model)
+        run.trim_logs(initial_epoch)
+        if initial_epoch:
+            print(f"resuming {run.path} after epoch {initial_epoch} of {config['epochs']}", flush=True)
+        print(f"training {config['backbone']} + {config['head']} on {devices}, {config['epochs']} epochs of "
+              f"{steps} steps (batch {config['batch_size']})", flush=True)
+        guard = DivergenceGuard()
+        model.fit(
+            train_data,
+            validation_data=validation,
+            initial_epoch=initial_epoch,
+            epochs=config["epochs"],
+            steps_per_epoch=steps,
+            shuffle=False,  # the input pipeline shuffles
+            validation_steps=config["validation_steps"],
+            callbacks=[guard] + make_callbacks(run, config, steps),
+            verbose=keras_verbosity(config["verbose"]),
+        )
+    if guard.diverged:
+        kept = run.checkpoints()
+        kept = (f"the checkpoint of epoch {kept[0]} (backup/) and best.keras are kept in {run.path}" if kept
+                else "no epoch had finished, so no checkpoint was written")
+        raise TrainingDiverged(
+            f"the loss became {guard.diverged['loss']} at epoch {guard.diverged['epoch']}, step "
+            f"{guard.diverged['step']}; training stopped and no diverged model was saved; {kept}. "
+            "Lower --lr (or check the data) and train in a new --model-dir"
+        )
+    return finish(config, run, model, validation, manifest, chief)
+
+
+def finish(config, run, model, validation, manifest, chief):
+    """final.keras, then metrics.json (the run's completion marker), then the optional export."""
+    from gmsop_keras.training import evaluate_saved
+
+    final_path = run.file(FINAL_MODEL)
+    save_model(model, final_path)
     results = evaluate_saved(final_path, validation, config["validation_steps"])
     summary = {
         "top1_error": 1.0 - results["top1"],
         "top5_error": 1.0 - results["top5"],
         "loss": results["loss"],
         "epochs": config["epochs"],
-        "history": {k: [float(v) for v in values] for k, values in history.history.items()},
+        "history": run.history(),
     }
-    with open(os.path.join(model_dir, "metrics.json"), "w") as f:
-        json.dump(summary, f, indent=2)
+    run.write_metrics(summary)
     if chief and config["export"]:
         from gmsop_keras.export import export_model
 
         path = export_model(model, os.path.join("saved_models", config["export"]), manifest=manifest)
         print(f"exported {path}")
     print(
-        f"validation: top-1 error {100 * summary['top1_error']:.2f}%, "
-        f"top-5 error {100 * summary['top5_error']:.2f}% ({config['dataset']}, {config['backbone']}, {config['head']})"
+        f"validation: top-1 error {_percent(summary['top1_error'])}, top-5 error {_percent(summary['top5_error'])} "
+        f"({config['dataset']}, {config['backbone']}, {config['head']}); model dir {run.path}"
     )
     return 0
 
 
-def evaluate_saved(path, validation, steps):
-    """Validation metrics of the saved model, on one device.
-
-    Under MirroredStrategy each replica keeps its own BatchNorm moving statistics
-    (Keras' per-replica BatchNorm); the saved and exported model carries the first
-    replica's, while an evaluation under the strategy would mix them. Evaluating the
-    saved file makes metrics.json describe exactly the model that was saved.
-    """
+def make_callbacks(run, config, steps):
     import keras
 
-    model = keras.saving.load_model(path)
-    return model.evaluate(validation, steps=steps, verbose=0, return_dict=True)
+    from gmsop_keras.callbacks import BestModel, Checkpoint, ComponentUsage, EpochCSVLogger, ProgressLines
 
-
-def fit_model(model, config, train, validation, steps_per_epoch, model_dir):
-    return model.fit(
-        train,
-        validation_data=validation,
-        epochs=config["epochs"],
-        steps_per_epoch=steps_per_epoch,
-        shuffle=False,  # the input pipeline shuffles
-        validation_steps=config["validation_steps"],
-        callbacks=make_callbacks(model_dir),
-        verbose=keras_verbosity(config["verbose"]),
-    )
-
-
-def resolve_data_dir(config):
-    """The converted dataset folder; the synthetic set converts itself on first use."""
-    import pipelines
-
-    dataset = config["dataset"]
-    if dataset == "synthetic":
-        options = config.get("synthetic") or {}
-        folder = config["data_dir"] or os.path.join(
-            SYNTHETIC_CACHE, "synthetic-" + "-".join(f"{k}{v}" for k, v in sorted(options.items()))
-        )
-        return pipelines.ensure_synthetic(folder, progress=True, **options)
-    data_dir = config["data_dir"] or (dataset if dataset not in ("imagenet64", "places365") else None)
-    if data_dir is None:
-        raise UsageError(f"--dataset {dataset} needs --data-dir: the output of python -m pipelines.convert {dataset}")
-    if not os.path.isdir(data_dir):
-        raise UsageError(f"data dir {data_dir} does not exist; convert the dataset first (python -m pipelines.convert)")
-    return data_dir
-
-
-def make_inputs(config, data_dir):
-    import pipelines
-
-    manifest = pipelines.read_manifest(data_dir)
-    batch = config["batch_size"]
-    steps = config["steps_per_epoch"]
-    # The training input repeats and an epoch is `steps` batches, so Keras knows the epoch length.
-    train = pipelines.make_dataset(
-        data_dir, "train", batch, training=True, seed=config["seed"], cache=config["cache"], repeat=True
-    )
-    validation = pipelines.make_dataset(data_dir, "validation", batch, training=False)
-    if config["strategy"] != "multi-worker":  # each worker reads only its files there
-        # A declared length spares Keras' "ran out of data" warning at every validation.
-        import tensorflow as tf
-
-        num_batches = -(-manifest["splits"]["validation"]["num_examples"] // batch)
-        validation = validation.apply(tf.data.experimental.assert_cardinality(num_batches))
-    if not steps:
-        steps = manifest["splits"]["train"]["num_examples"] // batch
-        if steps == 0:
-            raise UsageError(f"--batch-size {batch} is larger than the training set ({data_dir})")
-    return train, validation, manifest, steps
-
-
-def build_and_compile(config, input_shape, num_classes, steps_per_epoch):
-    import keras
-
-    from gmsop_keras import build_model
-    from gmsop_keras.recipes import step_schedule
-
-    model = build_model(
-        config["backbone"], config["head"], num_classes=num_classes, input_shape=tuple(input_shape),
-        **model_options(config),
-    )
-    schedule = step_schedule(config["lr"], config["stages"], steps_per_epoch, config["lr_decay"])
-    # The paper's weight decay is an L2 term in the gradient, which momentum then
-    # accumulates: its steady-state pull is lr * wd / (1 - momentum) per step.
-    # Keras applies decay outside the momentum, so it gets that value.
-    optimizer = keras.optimizers.SGD(
-        schedule, momentum=config["momentum"], weight_decay=config["weight_decay"] / (1.0 - config["momentum"])
-    )
-    optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
-    model.compile(
-        optimizer=optimizer,
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=[
-            keras.metrics.SparseCategoricalAccuracy(name="top1"),
-            keras.metrics.SparseTopKCategoricalAccuracy(k=min(5, num_classes), name="top5"),
-        ],
-    )
-    return model
-
-
-def make_callbacks(model_dir):
-    import keras
-
-    from gmsop_keras.callbacks import ComponentUsage
-
-    tensorboard_dir = os.path.join(model_dir, "tensorboard")
-    return [
-        keras.callbacks.BackupAndRestore(os.path.join(model_dir, "backup")),
-        keras.callbacks.CSVLogger(os.path.join(model_dir, "log.csv"), append=True),
+    tensorboard_dir = run.file("tensorboard")
+    callbacks = [
+        EpochCSVLogger(run.file("log.csv"), append=True),
         keras.callbacks.TensorBoard(tensorboard_dir, write_graph=False, profile_batch=0),
-        keras.callbacks.ModelCheckpoint(
-            os.path.join(model_dir, "best.keras"), monitor="val_top1", mode="max", save_best_only=True
-        ),
-        ComponentUsage(model_dir, tensorboard_dir),
+        ComponentUsage(run.path, tensorboard_dir),
+        BestModel(run),
+        Checkpoint(run),  # last: an epoch counts as done once everything above has been written
     ]
+    if keras_verbosity(config["verbose"]) == 2 and config["verbose"] == "auto":
+        callbacks.insert(0, ProgressLines(config["log_every"], config["epochs"], steps, config["batch_size"]))
+    return callbacks
 
 
-def _save_atomic(model, path):
-    model.save(path + ".tmp.keras")
-    os.replace(path + ".tmp.keras", path)
+def _jit_compile(value, strategy):
+    """Keras' `jit_compile` for `--jit-compile`. Under a distribution strategy Keras 3.15 cannot
+    compile with XLA (every model fails), so it is off there and an explicit `on` is refused."""
+    import tensorflow as tf
+
+    distributed = strategy.num_replicas_in_sync > 1 or isinstance(
+        strategy, (tf.distribute.MirroredStrategy, tf.distribute.MultiWorkerMirroredStrategy))
+    if distributed:
+        if value == "on":
+            raise UsageError("--jit-compile on does not work under a distribution strategy in Keras 3.15 "
+                             "(XLA compilation fails for every model); use --jit-compile auto or off")
+        if value == "auto":
+            print("note: XLA is off under a distribution strategy (Keras 3.15 cannot compile there)", flush=True)
+        return False
+    return {"auto": "auto", "on": True, "off": False}[value]
 
 
-def keras_verbosity(value):
-    """Keras' `verbose` for a `--verbose` value: "auto" is a progress bar on a terminal,
-    one line per epoch otherwise."""
-    if value == "auto":
-        return 1 if sys.stdout.isatty() else 2
-    return int(value)
+def _percent(value):
+    return "n/a" if value is None else f"{100 * value:.2f}%"
+
+
+def console_main():
+    """The `gmsop-fit` console script."""
+    sys.exit(run_cli(main, interrupted="interrupted: re-run the same command to resume from the last finished epoch"))
 
 
 if __name__ == "__main__":
-    sys.exit(run_cli(main))
+    console_main()

@@ -35,11 +35,13 @@ def trained(tiny_synthetic, tmp_path_factory):
 
 
 def test_model_dir_holds_everything(trained):
-    for name in ("config.yaml", "log.csv", "final.keras", "best.keras", "metrics.json", "component_usage.csv"):
+    for name in ("config.yaml", "log.csv", "final.keras", "best.keras", "best.json", "metrics.json", "component_usage.csv"):
         assert os.path.isfile(os.path.join(trained, name)), name
     assert os.path.isdir(os.path.join(trained, "tensorboard"))
-    assert not os.path.exists(os.path.join(trained, "backup")) or not os.listdir(os.path.join(trained, "backup"))
-    assert [row["epoch"] for row in read_csv(os.path.join(trained, "log.csv"))] == ["0", "1"]
+    # The last two checkpoints stay, so that a larger --epochs can continue the run.
+    assert sorted(os.listdir(os.path.join(trained, "backup"))) == [
+        "epoch-00001.json", "epoch-00001.weights.h5", "epoch-00002.json", "epoch-00002.weights.h5"]
+    assert [row["epoch"] for row in read_csv(os.path.join(trained, "log.csv"))] == ["1", "2"]  # counted from 1
     config = yaml.safe_load(open(os.path.join(trained, "config.yaml")))
     assert config["head"] == "gm-gap-4-2" and config["batch_size"] == 16 and config["epochs"] == 2
     metrics = json.load(open(os.path.join(trained, "metrics.json")))
@@ -51,7 +53,7 @@ def test_component_usage_counts_every_routed_sample(trained):
     assert [row["epoch"] for row in rows] == ["1", "2"]
     steps_per_epoch = 64 // 16
     for row in rows:
-        counts = [int(row[f"component_{i}"]) for i in range(4)]
+        counts = [int(row[f"component_{i}"]) for i in range(1, 5)]
         assert sum(counts) == steps_per_epoch * 16 * 2  # every sample picks K = 2 components
     pngs = sorted(os.listdir(os.path.join(trained, "component_usage")))
     assert len(pngs) == 2 and all(p.endswith(".png") for p in pngs)
@@ -158,18 +160,19 @@ def test_killed_run_resumes_from_the_last_finished_epoch(tiny_synthetic, tmp_pat
     process = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
     while time.time() < deadline and process.poll() is None:
-        if log.exists() and len(read_csv(log)) >= 1:
+        if (model_dir / "backup" / "epoch-00001.json").exists():  # epoch 1's checkpoint is complete
             break
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    done_before = len(read_csv(log))
+    markers = [name for name in os.listdir(model_dir / "backup") if name.endswith(".json")]
+    done_before = max(int(name[6:11]) for name in markers)
     assert 1 <= done_before < 6, "the run should have been killed after its first epoch"
 
     result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     epochs = [int(row["epoch"]) for row in read_csv(log)]
-    assert epochs == list(range(6)), epochs  # no epoch lost, none repeated
+    assert epochs == list(range(1, 7)), epochs  # no epoch lost, none repeated
     assert f"Epoch {done_before + 1}/6" in result.stdout and "Epoch 1/6" not in result.stdout
     assert "validation: top-1 error" in result.stdout.splitlines()[-1]
 

@@ -2,7 +2,7 @@
 
 The hypermodel does not define a network: `build` turns the hyperparameters into
 a `fit` configuration (head `gm-gap-16-4`, `balance_loss_weight`, `lr`) and calls
-`gmsop_keras.fit.build_and_compile`, i.e. `gmsop_keras.build_model` compiled with
+`gmsop_keras.training.build_and_compile`, i.e. `gmsop_keras.build_model` compiled with
 the SGD, step schedule and top-1/top-5 metrics a `python -m gmsop_keras.fit` run
 uses. Its hyperparameters are flat and have defaults:
 
@@ -21,7 +21,7 @@ fails its trial with the reason instead of crashing the search.
 import keras
 import keras_tuner
 
-from gmsop_keras.fit import build_and_compile
+from gmsop_keras.training import build_and_compile
 from gmsop_keras.models import parse_head
 from tuning.studies import HEAD_FAMILIES, PAPER_ALPHA, nk_pairs, parse_nk
 from tuning.throughput import TrainingThroughput

@@ -92,7 +92,7 @@ def _row(trial, study, folder):
         "val_top1_error": None if top1 is None else 1.0 - top1,
         "val_top5_error": None if top5 is None else 1.0 - top5,
         "images_per_second": _float(log[-1].get("images_per_second")) if log else None,
-        "epochs": int(log[-1]["epoch"]) + 1 if log else None,  # Hyperband: with the epochs a trial took over
+        "epochs": int(log[-1]["epoch"]) if log else None,  # counted from 1; Hyperband: with the epochs a trial took over
         "status": str(trial.status),
         "reason": _reason(trial),
     }

@@ -21,7 +21,7 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads (gmsop_keras imports Keras)
 
-from gmsop_keras.errors import UsageError, run_cli
+from gmsop_keras.errors import UsageError, add_debug_flag, run_cli
 from tuning.studies import STUDIES, nk_pairs, search_space
 
 # Flags passed on to `gmsop_keras.config.resolve_config` as they are.
@@ -72,6 +72,7 @@ def build_parser():
     add("--strategy", choices=("auto", "none", "mirrored"), help="mirrored: every GPU (or logical CPU device)")
     add("--verbose", choices=("auto", "0", "1", "2"), help="Keras' progress: auto = bar on a terminal")
     add("--cache", action="store_true", default=None, help="keep the training records in memory")
+    add_debug_flag(parser)
     return parser
 
 
@@ -83,19 +84,28 @@ def main(argv=None):
     family = args.head_family or defaults["head_family"]
     num_components = args.num_components or defaults["num_components"]
     top_k = args.top_k or defaults["top_k"]
-    first_pair = nk_pairs(num_components, top_k)[0]  # ValueError -> "error: ..." if no K <= N
+    try:
+        first_pair = nk_pairs(num_components, top_k)[0]  # no K <= N
+    except ValueError as error:
+        raise UsageError(str(error)) from None
     config = _fit_config(args, f"{family}-{first_pair}")
-    space = search_space(
-        family, num_components, top_k, config["lr"],
-        alphas=None if args.alpha_range else (args.alphas or defaults.get("alphas")),
-        alpha_range=args.alpha_range or (None if args.alphas else defaults.get("alpha_range")),
-        lr_range=args.lr_range or _default_lr_range(config["lr"], defaults),
-    )
+    from gmsop_keras._startup import load_tensorflow
+
+    load_tensorflow(args.debug)  # before KerasTuner, which loads it
+    try:
+        space = search_space(
+            family, num_components, top_k, config["lr"],
+            alphas=None if args.alpha_range else (args.alphas or defaults.get("alphas")),
+            alpha_range=args.alpha_range or (None if args.alphas else defaults.get("alpha_range")),
+            lr_range=args.lr_range or _default_lr_range(config["lr"], defaults),
+        )
+    except ValueError as error:  # the studies' own checks of the flags' values
+        raise UsageError(str(error)) from None
     max_trials = args.max_trials or defaults.get("max_trials")
     import keras
 
     from gmsop_keras.distribute import make_strategy
-    from gmsop_keras.fit import keras_verbosity, make_inputs, resolve_data_dir
+    from gmsop_keras.training import keras_verbosity, locate_data, make_inputs, prepare_data
     from tuning.hypermodel import GMSOPHyperModel
     from tuning.plots import plot_study
     from tuning.results import trial_dir, trial_rows, write_results
@@ -111,7 +121,8 @@ def main(argv=None):
                 "max_trials": max_trials}
     _check_directory(directory, settings, overwrite=args.overwrite)
     keras.utils.set_random_seed(config["seed"])
-    train, validation, manifest, steps_per_epoch = make_inputs(config, resolve_data_dir(config))
+    data_dir, _ = locate_data(config)
+    train, validation, manifest, steps_per_epoch = make_inputs(config, data_dir, prepare_data(config, data_dir))
     hypermodel = GMSOPHyperModel(config, train.element_spec[0].shape[1:], manifest["num_classes"], steps_per_epoch)
     tuner = make_tuner(kind, hypermodel, space, directory, max_trials=max_trials, max_epochs=config["epochs"],
                        strategy=strategy, seed=config["seed"], overwrite=args.overwrite)
@@ -207,5 +218,10 @@ def _report(study, rows, ran, md_path, plots):
         print(f"  plot: {path}")
 
 
-if __name__ == "__main__":
+def console_main():
+    """The `gmsop-tune` console script."""
     sys.exit(run_cli(main))
+
+
+if __name__ == "__main__":
+    console_main()

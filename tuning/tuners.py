@@ -4,7 +4,7 @@ The only addition to KerasTuner's tuners: every trial writes into its own
 folder (`<directory>/keras_tuner/trial_<id>/`)
 
 - `log.csv`: one row per epoch with every metric in the logs, `images_per_second`
-  included (Keras' `CSVLogger`, as `fit` writes; KerasTuner itself keeps only
+  included (Keras' `CSVLogger` with epochs from 1, as `fit` writes; KerasTuner itself keeps only
   the best epoch's metrics);
 - `component_usage.csv`: samples routed to each component per epoch
   (`gmsop_keras.callbacks.ComponentUsage`), the data of the paper's Fig. 2 (left).
@@ -19,7 +19,7 @@ import os
 import keras
 import keras_tuner
 
-from gmsop_keras.callbacks import ComponentUsage
+from gmsop_keras.callbacks import ComponentUsage, EpochCSVLogger
 
 OBJECTIVE = "val_top1"
 PROJECT_NAME = "keras_tuner"
@@ -31,7 +31,7 @@ class _TrialRecords:
 
     def run_trial(self, trial, *args, **kwargs):
         trial_dir = self.get_trial_dir(trial.trial_id)
-        records = [keras.callbacks.CSVLogger(os.path.join(trial_dir, TRIAL_LOG)), ComponentUsage(trial_dir)]
+        records = [EpochCSVLogger(os.path.join(trial_dir, TRIAL_LOG)), ComponentUsage(trial_dir)]
         kwargs["callbacks"] = list(kwargs.get("callbacks") or []) + records
         return super().run_trial(trial, *args, **kwargs)
 

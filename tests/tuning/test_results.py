@@ -31,7 +31,7 @@ def make_tuner(tmp_path, trials):
     for trial in trials:
         os.makedirs(project / f"trial_{trial.trial_id}")
     log = project / "trial_0" / "log.csv"  # as the tuner's CSVLogger writes it
-    log.write_text("epoch,images_per_second,loss,val_top1\n0,NA,2.0,0.5\n1,812.5,1.5,0.6\n")
+    log.write_text("epoch,images_per_second,loss,val_top1\n1,NA,2.0,0.5\n2,812.5,1.5,0.6\n")  # epochs from 1
     oracle = types.SimpleNamespace(trials={t.trial_id: t for t in trials})
     return types.SimpleNamespace(oracle=oracle, project_dir=str(project))
 

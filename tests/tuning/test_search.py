@@ -154,7 +154,7 @@ def test_free_study_searches_alpha_nk_and_lr_within_their_ranges(tuner, tiny_syn
     (["alpha", "--alphas", "-1", "10"], "`alphas` must be >= 0"),
     (["free", "--tuner", "hyperband", "--max-trials", "3"], "--max-trials does not apply to --tuner hyperband"),
     (["free", "--alphas", "1", "--alpha-range", "1", "10"], "not both"),
-    (["nk", "--backbone", "resnet7"], "unknown backbone"),
+    (["nk", "--backbone", "resnet7"], "Unknown backbone"),
 ])
 def test_bad_requests_are_one_line_errors(flags, message, tiny_synthetic, tmp_path, capsys):
     directory = tmp_path / "bad"
