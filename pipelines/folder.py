@@ -74,7 +74,8 @@ def image_list_source(dataset, splits, class_names, size, skip_bad, description,
         splits["train"] = [splits["train"][i] for i in order]
     size = tuple(int(s) for s in size)
     return Source(dataset=dataset, image_shape=size + (3,), num_classes=len(class_names),
-                  splits={name: Split(num_examples=len(items), read=_reader(items, size, skip_bad))
+                  splits={name: Split(num_examples=len(items), read=_reader(items, size, skip_bad),
+                                      inputs=_inputs(items))
                           for name, items in splits.items()},
                   class_names=list(class_names), description=description)
 
@@ -125,6 +126,10 @@ def _reader(items, size, skip_bad, batch=64):
         return Examples(np.concatenate(parts), np.array(labels, np.int64), tuple(skipped))
 
     return read
+
+
+def _inputs(items):
+    return lambda start, stop: [path for path, _ in items[start:stop]]
 
 
 def _resize_all(images, size):
