@@ -11,6 +11,7 @@ from pipelines import DataError, read_manifest, synthetic_source, verify_manifes
 from pipelines.folder import folder_source
 from pipelines.writer import STAGING_NAME, plan_shards
 
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SYNTHETIC = ["synthetic", "--num-classes", "3", "--train-per-class", "4", "--val-per-class", "2",
              "--image-size", "8"]
 
@@ -30,9 +31,9 @@ def write_bmp_tree(root, per_class=6):
             Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(root / cls / f"{i}.bmp")
 
 
-def shard_inputs(tree, shard_index, min_shards=4):
+def shard_inputs(tree, shard_index, min_shards=4, size=(8, 8)):
     """The image files that go into training shard `shard_index` of the folder conversion of `tree`."""
-    source = folder_source(str(tree), (8, 8))
+    source = folder_source(str(tree), size)
     task = [t for t in plan_shards(source, min_shards=min_shards) if t["split"] == "train"][shard_index]
     return source.splits["train"].inputs(task["start"], task["stop"])
 
@@ -176,3 +177,46 @@ def test_train_only_imagenet64_gets_a_note_and_two_sources_give_both_splits(tmp_
     assert "note:" not in result.stderr
     splits = read_manifest(str(tmp_path / "both"))["splits"]
     assert {name: split["num_examples"] for name, split in splits.items()} == {"train": 8, "validation": 4}
+
+
+def test_killed_replacement_keeps_the_old_dataset_and_a_changed_source_is_redone(tmp_path, run_cli):
+    """A real `kill -9` of a real conversion process, after its first staged shard."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out, tree = tmp_path / "out", tmp_path / "tree"
+    assert run_cli(*SYNTHETIC, "--output", out).returncode == 0
+    old = snapshot(out)
+    rng = np.random.default_rng(6)
+    for cls in ("cat", "dog"):  # 256x256 originals: resizing them keeps the process busy for a while
+        (tree / cls).mkdir(parents=True)
+        for i in range(60):
+            Image.fromarray(rng.integers(0, 256, (256, 256, 3), dtype=np.uint8)).save(tree / cls / f"{i}.bmp")
+    args = ["folder", "--source", tree, "--size", "16", "--output", out, "--workers", "1", "--min-shards", "30",
+            "--overwrite", "--no-progress"]
+    progress = out / STAGING_NAME / ".convert-progress.jsonl"
+    process = subprocess.Popen([sys.executable, "-m", "pipelines.convert", *map(str, args)], cwd=REPO_ROOT,
+                               env=dict(os.environ, PYTHONPATH=REPO_ROOT), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not (progress.exists() and progress.read_text().strip()) and process.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    finished = len(progress.read_text().splitlines())
+    assert 1 <= finished < 30, "the conversion ended before it could be killed half-way"
+    assert snapshot(out) == old  # the old dataset, untouched
+    verify_manifest(str(out), checksums=True)
+
+    changed = shard_inputs(tree, 0, min_shards=30, size=(16, 16))[0]  # in the first shard, finished before the kill
+    Image.fromarray(np.full((256, 256, 3), 77, np.uint8)).save(changed, format="BMP")
+    result = run_cli(*args[:-1])
+    assert result.returncode == 0, result.stderr
+    images, _ = zip(*records(out))
+    assert np.full((16, 16, 3), 77, np.uint8).tobytes() in images  # the new picture, not the old one
+    fresh = tmp_path / "fresh"
+    assert run_cli(*args[:5], "--output", fresh, "--min-shards", "30").returncode == 0
+    assert records(out) == records(fresh)
