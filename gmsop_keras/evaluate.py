@@ -32,14 +32,20 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    if args.batch_size < 1 or (args.steps is not None and args.steps < 1):
+        raise UsageError(f"--batch-size and --steps must be positive, got {args.batch_size} and {args.steps}")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import pipelines
+
+    # Paths and names first: a typo is answered before TensorFlow loads.
+    path = resolve_model_path(args.model)
+    manifest = pipelines.read_manifest(args.data_dir)
+    if args.split not in manifest["splits"]:
+        raise UsageError(f"{args.data_dir} has no split '{args.split}' (it has "
+                         f"{', '.join(sorted(manifest['splits']))}); choose one with --split")
     import keras
     import numpy as np
 
-    import pipelines
-
-    path = resolve_model_path(args.model)
-    manifest = pipelines.read_manifest(args.data_dir)  # before the slow part
     import gmsop_keras.layers  # noqa: F401  (registers the layer classes, which loading looks up)
 
     model = keras.saving.load_model(path)

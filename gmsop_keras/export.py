@@ -195,8 +195,6 @@ def main(argv=None):
     if args.version is not None and args.version < 1:
         raise UsageError(f"--version must be a positive integer, got {args.version}")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import keras
-
     from gmsop_keras.evaluate import resolve_model_path
 
     path = resolve_model_path(args.model)
@@ -206,6 +204,8 @@ def main(argv=None):
         raise UsageError(f"{os.path.join(output, str(args.version))} exists; versions are never overwritten, "
                          "choose another --version")
     manifest = find_manifest(args.data_dir, model_dir)
+    import keras
+
     import gmsop_keras.layers  # noqa: F401  (registers the layer classes, which loading looks up)
 
     model = keras.saving.load_model(path)

@@ -95,3 +95,19 @@ def test_model_and_data_pairing(dataset, stored, model_input, classes, expected)
     message = str(info.value)
     assert expected in message and f"{stored[0]}x{stored[1]}x3 ({num_classes} classes" in message
     assert "\n" not in message
+
+
+def test_wrong_split_and_batch_size_are_answered_before_tensorflow_loads(gm_sop_file, tiny_synthetic):
+    for args, expected in (
+        (["--split", "test"], f"error: {tiny_synthetic} has no split 'test' (it has train, validation); "
+                              "choose one with --split"),
+        (["--batch-size", "0"], "error: --batch-size and --steps must be positive, got 0 and None"),
+        ([], None),
+    ):
+        if expected is None:  # a missing model file, named
+            result = run_module("gmsop_keras.evaluate", gm_sop_file + ".missing", "--data-dir", tiny_synthetic)
+            expected = f"error: model {gm_sop_file}.missing not found"
+        else:
+            result = run_module("gmsop_keras.evaluate", gm_sop_file, "--data-dir", tiny_synthetic, *args)
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
+        assert [line for line in result.stderr.splitlines() if line.startswith("error:")] == [expected]
