@@ -91,8 +91,8 @@ def test_overwrite_with_a_bad_source_keeps_the_old_dataset_until_the_new_one_is_
     shards = [shard["file"] for shard in manifest["splits"]["train"]["shards"]]
     assert sorted(os.listdir(out)) == sorted(shards + ["manifest.json"])  # no old shard, no staging left
     verify_manifest(str(out), checksums=True)
-    fresh = tmp_path / "fresh"
-    assert run_cli("folder", "--source", tree, "--size", "8", "--output", fresh).returncode == 0
+    fresh = tmp_path / "fresh"  # an uninterrupted conversion of the same tree, here (a process less)
+    write_dataset(folder_source(str(tree), (8, 8)), str(fresh), progress=False)
     assert records(out) == records(fresh)
 
 
@@ -154,8 +154,8 @@ def test_resume_after_a_source_image_changed_is_refused_then_redone(tmp_path, ru
     assert not (out / "manifest.json").exists()
     result = run_cli(*args, "--overwrite")
     assert result.returncode == 0, result.stderr
-    fresh = tmp_path / "fresh"
-    assert run_cli("folder", "--source", tree, "--size", "8", "--output", fresh).returncode == 0
+    fresh = tmp_path / "fresh"  # an uninterrupted conversion of the same tree, here (a process less)
+    write_dataset(folder_source(str(tree), (8, 8)), str(fresh), progress=False)
     assert records(out) == records(fresh)  # all new images, none of the old ones
 
 
@@ -218,5 +218,5 @@ def test_killed_replacement_keeps_the_old_dataset_and_a_changed_source_is_redone
     images, _ = zip(*records(out))
     assert np.full((16, 16, 3), 77, np.uint8).tobytes() in images  # the new picture, not the old one
     fresh = tmp_path / "fresh"
-    assert run_cli(*args[:5], "--output", fresh, "--min-shards", "30").returncode == 0
+    write_dataset(folder_source(str(tree), (16, 16)), str(fresh), min_shards=30, progress=False)
     assert records(out) == records(fresh)
