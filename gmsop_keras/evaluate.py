@@ -34,18 +34,21 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    load_tensorflow(args.debug)
-    import keras
-    import numpy as np
-
-    import gmsop_keras.layers  # noqa: F401  (registers the layers for loading)
+    if args.batch_size < 1 or (args.steps is not None and args.steps < 1):
+        raise UsageError(f"--batch-size and --steps must be positive, got {args.batch_size} and {args.steps}")
     import pipelines
 
+    # Paths and names first: a typo is answered before TensorFlow loads.
     path = resolve_model_path(args.model)
-    model = keras.saving.load_model(path)
-    height, width = model.input_shape[1:3]
     manifest = pipelines.read_manifest(args.data_dir)
-    crop = None if (height, width) == tuple(manifest["image_shape"][:2]) else height
+    if args.split not in manifest["splits"]:
+        raise UsageError(f"{args.data_dir} has no split '{args.split}' (it has "
+                         f"{', '.join(sorted(manifest['splits']))}); choose one with --split")
+    load_tensorflow(args.debug)
+    import numpy as np
+
+    model = load_model(path)
+    crop = check_model_matches_data(model, manifest, path, args.data_dir)
     if args.ten_crop and crop is None:
         raise UsageError("--ten-crop needs a model whose input is smaller than the stored images (e.g. 96 of 100)")
     dataset = pipelines.make_dataset(
@@ -76,6 +79,19 @@ def main(argv=None):
     return 0
 
 
+def load_model(path):
+    """`keras.saving.load_model` with this package's layers registered; an unreadable file is a UsageError."""
+    import keras
+
+    import gmsop_keras.layers  # noqa: F401  (registers the layer classes, which loading looks up)
+
+    try:
+        return keras.saving.load_model(path)
+    except (OSError, ValueError, TypeError) as error:
+        reason = " ".join(str(error).split())[:300]
+        raise UsageError(f"{path}: not a readable Keras model of this package ({reason})") from None
+
+
 def resolve_model_path(path):
     if os.path.isdir(path):
         for name in ("best.keras", "final.keras"):
@@ -85,6 +101,33 @@ def resolve_model_path(path):
     if not os.path.isfile(path):
         raise UsageError(f"model {path} not found")
     return path
+
+
+def check_model_matches_data(model, manifest, model_path, data_dir):
+    """The evaluation crop side for `model` on the dataset of `manifest` (None: whole images).
+
+    A model fits a dataset when it has the manifest's number of classes and takes either the stored
+    images or the crop that training takes from them (`pipelines.dataset.default_crop_size`:
+    Places365's 96x96 of 100x100).
+
+    Raises:
+        UsageError: naming both shapes and the fix.
+    """
+    from pipelines.dataset import default_crop_size
+
+    input_shape = tuple(model.input_shape[1:])
+    num_classes = int(model.output_shape[-1])
+    stored = tuple(manifest["image_shape"])
+    crop = default_crop_size(manifest["dataset"])
+    valid = [stored] + ([(crop, crop, stored[2])] if crop and crop < min(stored[:2]) else [])
+    if num_classes == manifest["num_classes"] and input_shape in valid:
+        return None if input_shape == stored else crop
+    sizes = " or ".join("x".join(map(str, shape)) for shape in valid)
+    raise UsageError(
+        f"model {model_path} takes {'x'.join(map(str, input_shape))} images and predicts {num_classes} "
+        f"classes, but {data_dir} holds {manifest['dataset']} images of {'x'.join(map(str, stored))} "
+        f"({manifest['num_classes']} classes; a model for it takes {sizes} with {manifest['num_classes']} "
+        "classes); evaluate the model on the dataset it was trained on (the data_dir of its config.yaml)")
 
 
 def predict_probabilities(model, images, ten_crop_size=None):

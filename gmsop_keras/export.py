@@ -72,10 +72,22 @@ def export_model(model, output_base, version=None, manifest=None, class_names=No
 
     k = min(TOP_K, num_classes)
 
-    def serve(image):
+    def predict(image):
         logits = tf.cast(model(tf.cast(image, tf.float32), training=False), tf.float32)
         probabilities = tf.nn.softmax(logits, axis=-1)
         scores, classes = tf.math.top_k(probabilities, k=k)
+        return logits, probabilities, classes, scores
+
+    def nothing():
+        empty = tf.zeros([0, num_classes], tf.float32)
+        return empty, empty, tf.zeros([0, k], tf.int32), tf.zeros([0, k], tf.float32)
+
+    def serve(image):
+        image = check_image_shape(image, height, width)
+        # An empty batch answers empty outputs without running the network: TensorFlow 2.21's
+        # oneDNN Conv2D returns a wrongly shaped result for a batch of 0 on CPUs.
+        logits, probabilities, classes, scores = tf.cond(
+            tf.shape(image)[0] > 0, lambda: predict(image), nothing)
         return {"logits": logits, "probabilities": probabilities, "classes": classes, "scores": scores}
 
     archive = ExportArchive()
@@ -102,6 +114,27 @@ def export_model(model, output_base, version=None, manifest=None, class_names=No
     finally:
         shutil.rmtree(temp_dir, ignore_errors=True)
     return target
+
+
+def check_image_shape(image, height, width):
+    """`image` after a run-time check that it is [batch, height, width, 3], with a message saying so.
+
+    The `TensorSpec` of a signature does not do it: a loaded SavedModel's signature function only
+    converts its inputs to the declared dtype and passes them to the graph, whose placeholders do not
+    check shapes at run time; a wrong size then flows into the network, which answers (global
+    average pooling takes any size) or fails deep inside (a reshape of the mixture).
+    """
+    import tensorflow as tf
+
+    shape = tf.shape(image)
+    # [H, W, 3, -1] exactly when the shape is [B, H, W, 3] (padding with -1 compares any rank).
+    padded = tf.concat([shape, tf.constant([-1, -1, -1, -1])], axis=0)[1:5]
+    valid = tf.reduce_all(tf.equal(padded, tf.constant([height, width, 3, -1])))
+    check = tf.debugging.Assert(valid, [f"the model takes uint8 images of shape [batch, {height}, {width}, 3]; "
+                                        f"resize or crop the images to {height}x{width} RGB. Received shape:",
+                                        shape], summarize=8)
+    with tf.control_dependencies([check]):
+        return tf.identity(image)
 
 
 def next_version(output_base):
@@ -163,11 +196,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     if args.version is not None and args.version < 1:
         raise UsageError(f"--version must be a positive integer, got {args.version}")
-    load_tensorflow(args.debug)
-    import keras
-
-    import gmsop_keras.layers  # noqa: F401  (registers the layers for loading)
-    from gmsop_keras.evaluate import resolve_model_path
+    from gmsop_keras.evaluate import load_model, resolve_model_path
 
     path = resolve_model_path(args.model)
     model_dir = os.path.dirname(os.path.abspath(path))
@@ -176,8 +205,17 @@ def main(argv=None):
         raise UsageError(f"{os.path.join(output, str(args.version))} exists; versions are never overwritten, "
                          "choose another --version")
     manifest = find_manifest(args.data_dir, model_dir)
-    model = keras.saving.load_model(path)
-    written = export_model(model, output, version=args.version, manifest=manifest)
+    load_tensorflow(args.debug)
+    model = load_model(path)
+    num_classes = int(model.output_shape[-1])
+    if manifest is not None and manifest["num_classes"] != num_classes:
+        source = args.data_dir or "the dataset of its config.yaml"
+        raise UsageError(f"model {path} predicts {num_classes} classes, but {source} has "
+                         f"{manifest['num_classes']}; pass --data-dir with the dataset the model was trained on")
+    try:
+        written = export_model(model, output, version=args.version, manifest=manifest)
+    except ValueError as error:  # a model without a fixed image size, class names that do not fit
+        raise UsageError(f"cannot export {path}: {error}") from None
     if manifest is None or not manifest.get("class_names"):
         print("note: no class names (pass --data-dir with a dataset whose manifest has them)", file=sys.stderr)
     print(written)

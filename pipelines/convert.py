@@ -8,9 +8,15 @@
     python -m pipelines.convert synthetic --output data/synthetic
 
 Writes `train-00000-of-000NN.tfrecord`, `validation-...` (about `--shard-size-mb` each) and, last,
-`manifest.json`. Re-running an interrupted conversion resumes it; a finished one is only replaced
-with `--overwrite`. Problems with the input end the run with `error: <file>: <what is wrong>` on
-stderr and exit status 2 (no `manifest.json` is written).
+`manifest.json`. Re-running an interrupted conversion resumes it, unless a source file changed in
+between (then it is refused, naming the file). A finished one is only replaced with `--overwrite`,
+and stays whole until its replacement is complete (`pipelines.writer` describes the protocol).
+Problems with the input end the run with `error: <file>: <what is wrong>` on stderr and exit status
+2 (no `manifest.json` is written, an old one is kept). A source without a validation split is
+converted with a note saying so.
+
+ImageNet-64's release comes as two downloads, `Imagenet64_train` and `Imagenet64_val`: pass both
+folders (`--source` twice), or one folder holding both.
 """
 
 import argparse
@@ -29,7 +35,9 @@ def build_parser():
                         help="at least this many shards per split, for interleaving and multi-worker "
                              "sharding by file (default 4)")
     common.add_argument("--workers", type=int, default=None, help="parallel shard writers (default: CPUs)")
-    common.add_argument("--overwrite", action="store_true", help="replace a finished output")
+    common.add_argument("--overwrite", action="store_true",
+                        help="replace a finished output (kept until the new one is complete); start an "
+                             "unfinished one again when its settings or source files changed")
     common.add_argument("--no-progress", action="store_true", help="no progress bar")
     common.add_argument("--seed", type=int, default=0, help="seed for shuffling image lists / synthetic data")
     parser = argparse.ArgumentParser(prog="python -m pipelines.convert", description=__doc__,
@@ -37,8 +45,10 @@ def build_parser():
     sub = parser.add_subparsers(dest="dataset", required=True, metavar="DATASET",
                                 help="imagenet64 | places365 | folder | synthetic")
     imagenet = sub.add_parser("imagenet64", parents=[common], help="downsampled ImageNet-1K 64x64")
-    imagenet.add_argument("--source", help="release folder (train_data_batch_*, val_data; pickled or .npz) "
-                                           "or the GM-SOP .mat file")
+    imagenet.add_argument("--source", action="append",
+                          help="release folder (train_data_batch_*, val_data; pickled or .npz; give "
+                               "--source twice for the Imagenet64_train and Imagenet64_val folders) "
+                               "or the GM-SOP .mat file")
     imagenet.add_argument("--tfds-data-dir", help="local TFDS data dir with imagenet_resized/64x64 prepared")
     imagenet.add_argument("--mat-layout", choices=("hwcn", "whcn"), default="hwcn",
                           help="axis order of a 4-D .mat images.data (default hwcn, MatConvNet's)")
@@ -111,7 +121,25 @@ def main(argv=None):
         print("interrupted: finished shards are kept; run the same command again to resume", file=sys.stderr)
         return 130
     _report(args.output, manifest)
+    if "validation" not in manifest["splits"]:
+        print(f"note: {_where(args)}: no validation split found, so {args.output} has a train split only; "
+              f"{_VALIDATION_HINTS[args.dataset]}, then convert again with --overwrite", file=sys.stderr)
     return 0
+
+
+_VALIDATION_HINTS = {
+    "imagenet64": "add the folder with val_data (the Imagenet64_val download): --source TRAIN_DIR --source VAL_DIR",
+    "places365": "add places365_val.txt and val_256/ (or a val/ class tree) under --source",
+    "folder": "add ROOT/train and ROOT/val class folders, or hold out images with --validation-fraction",
+    "synthetic": "pass --val-per-class",
+}
+
+
+def _where(args):
+    source = getattr(args, "source", None)
+    if isinstance(source, list):
+        source = " + ".join(source)
+    return source or getattr(args, "tfds_data_dir", None) or args.dataset
 
 
 def _hide_gpus():

@@ -25,6 +25,11 @@ _READ_BUFFER_BYTES = 8 << 20
 _DECODE_SPEC = {key: FEATURE_SPEC[key] for key in (IMAGE_KEY, LABEL_KEY)}
 
 
+def default_crop_size(dataset_name):
+    """The crop side `make_dataset(crop_size="auto")` trains and evaluates with (Places365: 96), or None."""
+    return _AUTO_CROP.get(dataset_name)
+
+
 def make_dataset(data_dir, split, batch_size, training, *, shuffle_buffer=10_000, augment="auto",
                  crop_size="auto", padding=4, cache=False, seed=None, drop_remainder=None, repeat=False,
                  input_context=None):

@@ -4,7 +4,7 @@ A tree is `ROOT/<class>/**/<image>`; if ROOT has `train/` and `val/` (or `valida
 class folders, those are the splits, else everything is `train` and `validation_fraction` of each class
 (chosen by the seed) is held out. Classes are the sorted folder names of the training split.
 
-Images are decoded with PIL, converted to RGB (grey, palette, CMYK and alpha images included) and
+Images are decoded with PIL, converted to RGB (grey, palette, CMYK, alpha and 16-bit images included) and
 resized to the requested size with `pipelines.resize.resize_images` (MATLAB bicubic imresize). A file
 that cannot be decoded stops the conversion with its name, or is skipped and reported with
 `skip_bad=True`. The training split is shuffled once (seeded) so that every shard mixes all classes.
@@ -74,7 +74,8 @@ def image_list_source(dataset, splits, class_names, size, skip_bad, description,
         splits["train"] = [splits["train"][i] for i in order]
     size = tuple(int(s) for s in size)
     return Source(dataset=dataset, image_shape=size + (3,), num_classes=len(class_names),
-                  splits={name: Split(num_examples=len(items), read=_reader(items, size, skip_bad))
+                  splits={name: Split(num_examples=len(items), read=_reader(items, size, skip_bad),
+                                      inputs=_inputs(items))
                           for name, items in splits.items()},
                   class_names=list(class_names), description=description)
 
@@ -83,14 +84,28 @@ def load_image(path):
     """Decodes an image file to uint8 RGB [H, W, 3]; raises DataError naming the file."""
     try:
         with Image.open(path) as image:
-            image = image.convert("RGB")
-            array = np.asarray(image, dtype=np.uint8)
+            array = _to_rgb(image)
     except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as e:
         reason = str(e) or type(e).__name__
         raise DataError(f"{path}: unreadable image ({reason})") from None
     if array.ndim != 3 or min(array.shape[:2]) < 1:
         raise DataError(f"{path}: unreadable image (shape {array.shape})")
     return array
+
+
+def _to_rgb(image):
+    """uint8 RGB of a PIL image, 16-bit greyscale scaled to 8 bits.
+
+    PIL opens a 16-bit greyscale PNG or TIFF as mode `I;16` (or `I`) and its `convert("RGB")` clips
+    the values at 255, which turns the image white; such values are shifted down by 8 bits here,
+    which is what PIL itself does when it opens a 16-bit RGB PNG (mode `RGB`, the high bytes), so
+    the same picture stored as 16-bit grey or 16-bit colour gives the same 8-bit values.
+    """
+    if image.mode.startswith("I;16") or image.mode == "I":
+        values = np.asarray(image).astype(np.int64)
+        grey = (np.clip(values, 0, 65535) >> 8).astype(np.uint8)
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    return np.asarray(image.convert("RGB"), dtype=np.uint8)
 
 
 def _reader(items, size, skip_bad, batch=64):
@@ -111,6 +126,10 @@ def _reader(items, size, skip_bad, batch=64):
         return Examples(np.concatenate(parts), np.array(labels, np.int64), tuple(skipped))
 
     return read
+
+
+def _inputs(items):
+    return lambda start, stop: [path for path, _ in items[start:stop]]
 
 
 def _resize_all(images, size):

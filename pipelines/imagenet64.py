@@ -35,15 +35,27 @@ _PICKLE_GLOBALS = {  # what pickled numpy arrays and lists may refer to; anythin
 
 
 def imagenet64_source(source=None, tfds_data_dir=None, mat_layout="hwcn"):
-    """ImageNet-64 as a `Source`, from a release folder, a `.mat` file, or a TFDS data dir."""
+    """ImageNet-64 as a `Source`, from release folders, a `.mat` file, or a TFDS data dir.
+
+    `source` is a path or a list of them: the release's two downloads (`Imagenet64_train`,
+    `Imagenet64_val`) may be two folders, or one folder may hold both.
+    """
     if tfds_data_dir:
         from pipelines.tfds_source import tfds_source  # noqa: PLC0415 (imports tensorflow_datasets)
 
         return tfds_source("imagenet_resized/64x64", tfds_data_dir, dataset="imagenet64")
-    if not source:
+    sources = [source] if isinstance(source, str) else list(source or [])
+    if not sources:
         raise DataError("imagenet64 needs --source (release folder or .mat file) or --tfds-data-dir")
-    if not os.path.exists(source):
-        raise DataError(f"{source}: no such file or folder")
+    for path in sources:
+        if not os.path.exists(path):
+            raise DataError(f"{path}: no such file or folder")
+    if len(sources) > 1:
+        files = [path for path in sources if os.path.isfile(path)]
+        if files:
+            raise DataError(f"{files[0]}: a .mat file holds both splits; pass it as the only --source")
+        return _release_source(sources)
+    source = sources[0]
     if os.path.isfile(source):
         if not source.lower().endswith(".mat"):
             raise DataError(f"{source}: expected a folder with train_data_batch_* / val_data, or a .mat file")
@@ -123,26 +135,32 @@ def load_batch_file(path):
     return data, labels
 
 
-def _release_source(folder):
+def _release_source(folders):
+    folders = [folders] if isinstance(folders, str) else folders
     files = {}
-    for root, _, names in os.walk(folder):
-        for name in names:
-            match = _BATCH_FILE.match(name)
-            if match:
-                key = match.group(1)
-                if key not in files or name.endswith(".npz"):  # prefer .npz when both forms are there
-                    files[key] = os.path.join(root, name)
+    for folder in folders:
+        for root, _, names in os.walk(folder):
+            for name in names:
+                match = _BATCH_FILE.match(name)
+                if match:
+                    key = match.group(1)
+                    if key not in files or name.endswith(".npz"):  # prefer .npz when both forms are there
+                        files[key] = os.path.join(root, name)
     if not files:
-        raise DataError(f"{folder}: no train_data_batch_N or val_data files (pickled or .npz) found")
+        raise DataError(f"{' and '.join(folders)}: no train_data_batch_N or val_data files (pickled or .npz) "
+                        "found")
     train = sorted((k for k in files if k != "val_data"), key=lambda k: int(k.rsplit("_", 1)[1]))
     splits = {}
     for split, keys in (("train", train), ("validation", ["val_data"] if "val_data" in files else [])):
         if keys:
             splits[split] = _split_from_files([files[k] for k in keys])
+    paths = [os.path.abspath(folder) for folder in folders]
     description = {"format": "chrabaszcz-npz" if any(p.endswith(".npz") for p in files.values()) else
-                   "chrabaszcz-pickle", "path": os.path.abspath(folder), "files": sorted(files.values())}
+                   "chrabaszcz-pickle", "path": paths[0] if len(paths) == 1 else paths,
+                   "files": sorted(files.values())}
+    class_names = next((names for names in map(imagenet_class_names, folders) if names), None)
     return Source(dataset="imagenet64", image_shape=(IMAGE_SIZE, IMAGE_SIZE, 3), num_classes=NUM_CLASSES,
-                  splits=splits, class_names=imagenet_class_names(folder), description=description)
+                  splits=splits, class_names=class_names, description=description)
 
 
 def _split_from_files(paths):
@@ -156,7 +174,10 @@ def _split_from_files(paths):
         rows = slice(start - offset, stop - offset)
         return Examples(flat_to_hwc(data[rows]), labels[rows] - 1)
 
-    return Split(num_examples=sum(sizes), read=read, chunks=sizes)
+    def inputs(start, stop):
+        return [paths[chunk_of(sizes, start, stop)[0]]]
+
+    return Split(num_examples=sum(sizes), read=read, chunks=sizes, inputs=inputs)
 
 
 def _count(path):

@@ -73,7 +73,8 @@ def mat_source(path, layout="hwcn", class_names=None):
         indices = np.flatnonzero(sets == code)
         if indices.size:
             splits[split] = Split(num_examples=int(indices.size),
-                                  read=_reader(data, indices, n_axis, to_nhwc, labels, path))
+                                  read=_reader(data, indices, n_axis, to_nhwc, labels, path),
+                                  inputs=lambda start, stop: [path])
     description = {"format": "mat-v7.3" if hdf5 else "mat-v5", "path": path, "layout": layout}
     return Source(dataset="imagenet64", image_shape=_HWC, num_classes=NUM_CLASSES, splits=splits,
                   class_names=class_names, description=description)

@@ -37,11 +37,16 @@ class Split:
         chunks: sizes of consecutive blocks that are expensive to open (one pickled batch file of
             1.6 GB); shards never straddle a block and one worker writes all shards of a block, so
             each block is loaded once. None: any range is cheap to read.
+        inputs: `inputs(start, stop) -> [path, ...]`, the source files examples [start, stop) are
+            read from, in a fixed order; the writer records their fingerprints with each shard and
+            checks them when it resumes. None: the source has no files that could change (synthetic
+            data; a TFDS data dir, versioned and read-only).
     """
 
     num_examples: int
     read: Callable[[int, int], Examples]
     chunks: Optional[tuple] = None
+    inputs: Optional[Callable[[int, int], list]] = None
 
 
 @dataclasses.dataclass

@@ -4,11 +4,26 @@ Files in the output folder while a conversion runs:
 
 - `.convert-plan.json`: the shard plan and the source description. A re-run with the same plan
   resumes; a different one (other source or shard size) is refused unless `--overwrite`.
-- `.convert-progress.jsonl`: one line per finished shard (count, size, checksum, skipped inputs),
-  appended after the shard was renamed to its final name.
+- `.convert-progress.jsonl`: one line per finished shard (count, size, checksum, skipped inputs, and
+  the fingerprints of the source files it was read from), appended after the shard got its final
+  name. A resumed run re-fingerprints those files and refuses to go on when one changed (same name,
+  other content): the finished shards hold the old images, the rest would hold the new ones.
 - `train-00003-of-00016.tfrecord.tmp`: a shard being written; deleted on resume.
 - `manifest.json`: written last; from then on the folder is a finished dataset and is not
   overwritten without `overwrite=True`.
+
+Replacing a finished dataset (`overwrite=True`) never leaves a folder whose manifest lists missing or
+other shards, and needs no atomic rename (the protocol holds on object stores, where a "move" is a
+copy then a delete):
+
+1. The new dataset is converted into `OUTPUT/.convert-staging/`, with its own plan, progress and,
+   last, manifest. Until that manifest exists the old dataset is untouched and complete; a failed
+   or killed run leaves it so, and the same command resumes the staging conversion.
+2. Switch: delete `OUTPUT/manifest.json` (from here on OUTPUT is an unfinished folder, which readers
+   refuse), delete OUTPUT's shards that are not yet replaced, move each staged shard up, write
+   `OUTPUT/manifest.json` (the staged one), delete the staging folder.
+3. A run that finds a staged manifest first finishes step 2; a shard whose staged copy is gone was
+   already moved. So an interruption anywhere in the switch is completed by the next run.
 """
 
 import concurrent.futures
@@ -17,17 +32,20 @@ import json
 import math
 import os
 import re
+import shutil
 import threading
 
 import numpy as np
 from tqdm import tqdm
 
 from pipelines.errors import DataError
+from pipelines.fingerprint import fingerprint
 from pipelines.manifest import FORMAT_VERSION, MANIFEST_NAME, has_manifest, write_manifest
 from pipelines.tfrecord import RECORD_OVERHEAD_BYTES, TEMP_SUFFIX, shard_name, write_shard
 
 PLAN_NAME = ".convert-plan.json"
 PROGRESS_NAME = ".convert-progress.jsonl"
+STAGING_NAME = ".convert-staging"
 _OWN_FILE = re.compile(r"^[A-Za-z0-9_]+-\d{5}-of-\d{5}\.tfrecord(\.tmp)?$")
 
 
@@ -71,24 +89,36 @@ def write_dataset(source, output_dir, *, shard_size_mb=100.0, min_shards=4, work
         min_shards: at least this many shards per split (when it has that many examples), so that
             small sets still interleave and shard by file over several workers.
         workers: threads writing shards in parallel (default: CPU count).
-        overwrite: replace a finished dataset (or an unfinished one with another plan).
+        overwrite: replace a finished dataset (which stays whole until the new one is complete),
+            and discard an unfinished conversion with another plan or changed source files (one
+            with the same plan and unchanged files resumes).
         progress: show a tqdm progress bar on stderr.
 
     Raises:
         DataError: a finished dataset is there and `overwrite` is False; bad input (the shards
-            finished before the error are kept, and a re-run resumes after the fix).
+            finished before the error are kept, and a re-run resumes after the fix); a source file
+            that changed since an interrupted run began (unless `overwrite`, which starts again).
     """
     os.makedirs(output_dir, exist_ok=True)
-    if has_manifest(output_dir) and not overwrite:
-        raise DataError(f"{output_dir}: already holds a finished dataset ({MANIFEST_NAME}); "
-                        "pass --overwrite to replace it")
     plan = plan_shards(source, shard_size_mb, min_shards)
     plan_record = json.loads(json.dumps({  # as it reads back from the plan file
         "dataset": source.dataset, "source": source.description, "image_shape": list(source.image_shape),
         "num_classes": source.num_classes, "shards": plan}))
-    if overwrite:
-        _remove_own_files(output_dir)
-    done = _resume_state(output_dir, plan_record)
+    staging = os.path.join(output_dir, STAGING_NAME)
+    if has_manifest(staging):  # a replacement was complete but not yet switched in: finish that
+        manifest = _switch_in(output_dir, staging)
+        if _same_conversion(manifest, plan_record):  # this very command, interrupted in the switch
+            return manifest
+    if has_manifest(output_dir):
+        if not overwrite:
+            raise DataError(f"{output_dir}: already holds a finished dataset ({MANIFEST_NAME}); "
+                            "pass --overwrite to replace it")
+        target = staging  # the old dataset stays whole until the new one is
+    else:
+        shutil.rmtree(staging, ignore_errors=True)
+        target = output_dir
+    os.makedirs(target, exist_ok=True)
+    done = _resume_state(source, target, plan, plan_record, overwrite)
     todo = [task for task in plan if task["file"] not in done]
     jobs = _group_jobs(source, todo)
     lock = threading.Lock()
@@ -101,9 +131,9 @@ def write_dataset(source, output_dir, *, shard_size_mb=100.0, min_shards=4, work
         for task in tasks:
             if stop.is_set():
                 return
-            entry = _write_task(source, output_dir, task)
+            entry = _write_task(source, target, task)
             with lock:
-                with open(os.path.join(output_dir, PROGRESS_NAME), "a") as f:
+                with open(os.path.join(target, PROGRESS_NAME), "a") as f:
                     f.write(json.dumps(entry) + "\n")
                 done[task["file"]] = entry
                 bar.update(task["stop"] - task["start"])
@@ -113,18 +143,58 @@ def write_dataset(source, output_dir, *, shard_size_mb=100.0, min_shards=4, work
     finally:
         bar.close()
     manifest = _build_manifest(source, plan, done)
-    write_manifest(output_dir, manifest)
+    write_manifest(target, manifest)
     for name in (PLAN_NAME, PROGRESS_NAME):
-        os.remove(os.path.join(output_dir, name))
+        os.remove(os.path.join(target, name))
+    if target == staging:
+        _switch_in(output_dir, staging)
     return manifest
+
+
+def _switch_in(output_dir, staging):
+    """Replaces the dataset in `output_dir` by the finished one in `staging` (steps 2-3 above)."""
+    with open(os.path.join(staging, MANIFEST_NAME)) as f:
+        manifest = json.load(f)
+    staged = {shard["file"] for split in manifest["splits"].values() for shard in split["shards"]}
+    old_manifest = os.path.join(output_dir, MANIFEST_NAME)
+    if os.path.exists(old_manifest):
+        os.remove(old_manifest)
+    for name in os.listdir(output_dir):
+        # Old shards, and partial copies of staged ones; a staged shard already moved up is kept.
+        if _OWN_FILE.match(name) and (name not in staged or os.path.exists(os.path.join(staging, name))):
+            os.remove(os.path.join(output_dir, name))
+    for name in sorted(staged):
+        if os.path.exists(os.path.join(staging, name)):
+            _move(os.path.join(staging, name), os.path.join(output_dir, name))
+    write_manifest(output_dir, manifest)
+    shutil.rmtree(staging)
+    return manifest
+
+
+def _move(source_path, target_path):
+    """Moves a staged shard up. Nothing relies on this being atomic (step 3 of the protocol)."""
+    os.replace(source_path, target_path)
+
+
+def _same_conversion(manifest, plan_record):
+    """Whether `manifest` is what the plan `plan_record` converts to."""
+    keys = ("dataset", "source", "image_shape", "num_classes")
+    files = [shard["file"] for split in manifest["splits"].values() for shard in split["shards"]]
+    return (all(manifest.get(key) == plan_record[key] for key in keys)
+            and files == [task["file"] for task in plan_record["shards"]])
 
 
 def _write_task(source, output_dir, task):
     split = source.splits[task["split"]]
+    # Fingerprinted before reading: a file changed during the read shows up as changed on resume.
+    # An unreadable file gets None, and the reader reports (or with --skip-bad, skips) it.
+    paths = split.inputs(task["start"], task["stop"]) if split.inputs else []
+    inputs = [_fingerprint_or_none(path) for path in paths]
     examples = split.read(task["start"], task["stop"])
     _check_examples(source, task, examples)
     entry = write_shard(os.path.join(output_dir, task["file"]), examples.images, examples.labels)
     entry["skipped"] = list(examples.skipped)
+    entry["inputs"] = inputs
     return entry
 
 
@@ -173,25 +243,29 @@ def _run_all(run_job, jobs, workers, stop):
             raise
 
 
-def _resume_state(output_dir, plan_record):
-    """Checks a previous run's plan, deletes its partial files, returns its finished shards' entries."""
-    plan_path = os.path.join(output_dir, PLAN_NAME)
-    progress_path = os.path.join(output_dir, PROGRESS_NAME)
-    own = [name for name in os.listdir(output_dir) if _OWN_FILE.match(name)]
+def _resume_state(source, target, plan, plan_record, overwrite):
+    """Checks a previous run's plan and inputs, deletes its partial files, returns its finished shards.
+
+    With `overwrite`, a previous run with another plan or changed inputs is discarded instead of
+    refused; one with the same plan and unchanged inputs resumes.
+    """
+    plan_path = os.path.join(target, PLAN_NAME)
+    progress_path = os.path.join(target, PROGRESS_NAME)
+    own = [name for name in os.listdir(target) if _OWN_FILE.match(name)]
     if not os.path.exists(plan_path):
-        if own:  # not made by a run of this tool that we know of: do not delete someone's data
-            raise DataError(f"{output_dir}: holds shard files ({own[0]}, ...) but no record of the "
+        if own and not overwrite:  # not made by a run of this tool that we know of: keep it
+            raise DataError(f"{target}: holds shard files ({own[0]}, ...) but no record of the "
                             "conversion that made them; choose an empty folder or pass --overwrite")
-        with open(plan_path, "w") as f:
-            json.dump(plan_record, f)
-        return {}
+        return _start_over(target, plan_record)
     try:
         with open(plan_path) as f:
             previous = json.load(f)
     except ValueError:  # cut short while being written: nothing was converted yet
         previous = plan_record
     if previous != plan_record:
-        raise DataError(f"{output_dir}: holds an unfinished conversion with other settings or source; "
+        if overwrite:
+            return _start_over(target, plan_record)
+        raise DataError(f"{target}: holds an unfinished conversion with other settings or source; "
                         "re-run it with the same options to resume, or pass --overwrite to start over")
     done = {}
     if os.path.exists(progress_path):
@@ -201,12 +275,17 @@ def _resume_state(output_dir, plan_record):
                     entry = json.loads(line)
                 except ValueError:  # a line cut short by the interruption
                     continue
-                path = os.path.join(output_dir, entry["file"])
+                path = os.path.join(target, entry["file"])
                 if os.path.isfile(path) and os.path.getsize(path) == entry["bytes"]:
                     done[entry["file"]] = entry
+    changed = _changed_input(source, target, plan, done)
+    if changed:
+        if overwrite:
+            return _start_over(target, plan_record)
+        raise DataError(changed)
     for name in own:  # partial (.tmp) shards, and shards renamed but never recorded
         if name not in done:
-            os.remove(os.path.join(output_dir, name))
+            os.remove(os.path.join(target, name))
     with open(plan_path, "w") as f:
         json.dump(plan_record, f)
     with open(progress_path, "w") as f:  # rewrite without the stale lines
@@ -214,11 +293,45 @@ def _resume_state(output_dir, plan_record):
     return done
 
 
-def _remove_own_files(output_dir):
-    for name in os.listdir(output_dir):
-        if _OWN_FILE.match(name) or name in (MANIFEST_NAME, MANIFEST_NAME + TEMP_SUFFIX, PLAN_NAME,
-                                             PROGRESS_NAME):
-            os.remove(os.path.join(output_dir, name))
+def _changed_input(source, target, plan, done):
+    """A message naming the first source file of a finished shard that changed since, or None."""
+    tasks = {task["file"]: task for task in plan}
+    checks = []
+    for name, entry in done.items():
+        task = tasks[name]
+        inputs = source.splits[task["split"]].inputs
+        paths = inputs(task["start"], task["stop"]) if inputs else []
+        recorded = entry.get("inputs", [])
+        if len(recorded) != len(paths):
+            return (f"{os.path.join(target, name)}: finished shard without a record of its source files; "
+                    "pass --overwrite to convert again from scratch")
+        checks += [(path, expected, name) for path, expected in zip(paths, recorded)]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+        found = pool.map(lambda check: _fingerprint_or_none(check[0]), checks)
+        for (path, expected, name), now in zip(checks, found):
+            if now != expected:
+                what = "is gone or unreadable" if now is None else "changed (size, time or content)"
+                return (f"{path}: {what} since it was converted into {os.path.join(target, name)}; "
+                        "finishing would mix old and new images: pass --overwrite to convert again "
+                        "from scratch")
+    return None
+
+
+def _fingerprint_or_none(path):
+    try:
+        return fingerprint(path)
+    except DataError:
+        return None
+
+
+def _start_over(target, plan_record):
+    """Deletes a previous run's files in `target` and records the new plan; nothing is finished."""
+    for name in os.listdir(target):
+        if _OWN_FILE.match(name) or name in (MANIFEST_NAME + TEMP_SUFFIX, PLAN_NAME, PROGRESS_NAME):
+            os.remove(os.path.join(target, name))
+    with open(os.path.join(target, PLAN_NAME), "w") as f:
+        json.dump(plan_record, f)
+    return {}
 
 
 def _build_manifest(source, plan, done):
@@ -226,6 +339,7 @@ def _build_manifest(source, plan, done):
     for task in plan:
         entry = dict(done[task["file"]])
         skipped += entry.pop("skipped", [])
+        entry.pop("inputs", None)
         split = splits.setdefault(task["split"], {"num_examples": 0, "shards": []})
         split["num_examples"] += entry["num_examples"]
         split["shards"].append(entry)

@@ -108,6 +108,74 @@ def test_loads_in_a_fresh_interpreter_with_only_tensorflow(exported, images, tmp
     np.testing.assert_allclose(served, serve(exported, images)["probabilities"], atol=1e-6)
 
 
+SHAPE_PROBE = textwrap.dedent(
+    """
+    import json, sys
+    import tensorflow as tf
+    answers = {}
+    for path in sys.argv[1:]:
+        serving = tf.saved_model.load(path).signatures["serving_default"]
+        for shape in ([2, 32, 32, 3], [2, 16, 16, 1], [16, 16, 3], [0, 16, 16, 3]):
+            key = path + " " + "x".join(map(str, shape))
+            try:
+                answers[key] = {k: v.shape.as_list() for k, v in serving(image=tf.zeros(shape, tf.uint8)).items()}
+            except tf.errors.InvalidArgumentError as error:
+                answers[key] = error.message
+    print(json.dumps(answers))
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def exported_gap(tmp_path_factory):
+    """A plain global-average-pooling model: without a check it answers images of any size."""
+    model = build_model("resnet18", "gap", num_classes=4, input_shape=(16, 16, 3))
+    return export_model(model, str(tmp_path_factory.mktemp("saved_models") / "gap"), manifest=MANIFEST)
+
+
+def test_served_signature_refuses_other_shapes_and_answers_empty_batches(exported, exported_gap, tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    paths = [os.path.abspath(exported), os.path.abspath(exported_gap)]
+    result = subprocess.run([sys.executable, "-c", SHAPE_PROBE, *paths], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    answers = json.loads(result.stdout.strip().splitlines()[-1])
+    expected = "the model takes uint8 images of shape [batch, 16, 16, 3]; resize or crop the images to 16x16 RGB"
+    for path in paths:
+        for shape, printed in (("2x32x32x3", "[2 32 32 3]"), ("2x16x16x1", "[2 16 16 1]"), ("16x16x3", "[16 16 3]")):
+            answer = answers[f"{path} {shape}"]
+            assert isinstance(answer, str) and expected in answer and f"Received shape:] {printed}" in answer
+        assert answers[f"{path} 0x16x16x3"] == {"logits": [0, 4], "probabilities": [0, 4], "classes": [0, 4],
+                                                 "scores": [0, 4]}
+
+
+def test_cli_exports_a_gm_sop_file_in_a_fresh_process(model, tmp_path):
+    from pipelines.manifest import write_manifest
+
+    model.save(str(tmp_path / "gm.keras"))
+    for name, manifest in (("data", MANIFEST), ("six", dict(MANIFEST, num_classes=6, class_names=None))):
+        (tmp_path / name).mkdir()
+        write_manifest(str(tmp_path / name), dict(manifest, splits={}))
+    env = dict(os.environ, PYTHONPATH=ROOT)
+
+    def export(data_dir):
+        return subprocess.run([sys.executable, "-m", "gmsop_keras.export", str(tmp_path / "gm.keras"), "--output",
+                               str(tmp_path / "saved"), "--data-dir", str(tmp_path / data_dir)],
+                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+    result = export("data")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == str(tmp_path / "saved" / "1")
+    served = serve(str(tmp_path / "saved" / "1"), np.full((2, 16, 16, 3), 7, np.uint8))["logits"]
+    np.testing.assert_allclose(served, model.predict(np.full((2, 16, 16, 3), 7.0), verbose=0), atol=1e-5)
+    result = export("six")
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: model {tmp_path / 'gm.keras'} predicts 4 classes, but {tmp_path / 'six'} has 6; "
+                      "pass --data-dir with the dataset the model was trained on"], result.stderr[-3000:]
+    assert sorted(os.listdir(tmp_path / "saved")) == ["1"]
+
+
 def test_tfsm_layer_serves_the_signature(exported, images):
     import keras
 

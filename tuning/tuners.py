@@ -16,7 +16,6 @@ not (`ResumableGridSearchOracle`).
 import functools
 import os
 
-import keras
 import keras_tuner
 
 from gmsop_keras.callbacks import ComponentUsage, EpochCSVLogger
