@@ -47,11 +47,14 @@ def test_reweighted_sop_is_sr_sop_of_the_reweighted_map():
 
 
 def test_parameter_count_of_the_paper_module():
-    """Per stage at C = 256: five 256x256 convs + 5 BNs, 256->64 conv + BN, 64->1 conv + bias, w."""
+    """Per stage at C = 256: five 256x256 convs + 5 BNs, 256->64 conv + BN, 64->1 conv, w.
+
+    No bias in the 64->1 convolution: the authors' `atmap2` has `bias=False`.
+    """
     layer = GeneralizedGaussianReweighting()
     layer.build((None, 7, 7, 256))
     trainable = sum(int(np.prod(w.shape)) for w in layer.trainable_weights)
-    per_stage = 5 * (256 * 256 + 2 * 256) + (256 * 64 + 2 * 64) + (64 + 1) + 1
+    per_stage = 5 * (256 * 256 + 2 * 256) + (256 * 64 + 2 * 64) + 64 + 1
     assert trainable == 3 * per_stage
 
 
