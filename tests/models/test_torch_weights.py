@@ -175,3 +175,18 @@ def test_real_torchvision_resnet50_when_it_imports():
     model = convert_state_dict(state, "resnet50-imagenet")
     got = np.asarray(model(images.transpose(0, 2, 3, 1).astype("float32"), training=False))
     assert relative_error(got, want, state["fc.bias"]) < 1e-4
+
+
+@pytest.mark.parametrize(
+    "name, head",
+    [("resnet50-imagenet", "gap"), ("resnet50-imagenet", "isqrt-256"), ("gsop1-resnet50", "gap"),
+     ("gsop2-resnet50", "isqrt-256"), ("gauss-resnet50", "gap"), ("resnet50-3g", "3g-256")],
+)
+def test_trainable_parameters_equal_the_authors_to_the_parameter(name, head):
+    pytest.importorskip("torch", reason=TORCH_REASON)
+    from tests.models.torch_reference import ResNet50, REFERENCES
+
+    reference = ResNet50(**REFERENCES[(name, head)], num_classes=1000)
+    model = build_imagenet_model(name, input_shape=(32, 32, 3), head=head)
+    trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    assert trainable == sum(p.numel() for p in reference.parameters())
