@@ -48,7 +48,8 @@ def test_converts_a_wrapped_checkpoint_to_a_keras_model_and_a_saved_model(gauss_
     path, reference = gauss_checkpoint
     output = tmp_path / "out" / "gauss.keras"
     serving = tmp_path / "serving"
-    result = run_cli(path, "--model", "gauss-resnet50", "--output", output, "--input-size", SIZE, "--saved-model", serving)
+    options = ("--model", "gauss-resnet50", "--output", output, "--input-size", SIZE, "--saved-model", serving)
+    result = run_cli(path, *options)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == [str(output), str(serving / "1")]
     assert os.path.isfile(serving / "1" / "saved_model.pb")

@@ -141,7 +141,8 @@ def bottleneck(x, width, stride, gsop, gaussian, name):
     if stride != 1 or x.shape[-1] != filters:
         shortcut = _bn(_conv(x, filters, 1, conv_stride, name=f"{name}_0_conv"), f"{name}_0_bn")
     y = layers.ReLU(name=f"{name}_1_relu")(_bn(_conv(x, width, 1, 1, name=f"{name}_1_conv"), f"{name}_1_bn"))
-    y = layers.ReLU(name=f"{name}_2_relu")(_bn(_conv(y, width, 3, conv_stride, name=f"{name}_2_conv"), f"{name}_2_bn"))
+    y = _bn(_conv(y, width, 3, conv_stride, name=f"{name}_2_conv"), f"{name}_2_bn")
+    y = layers.ReLU(name=f"{name}_2_relu")(y)
     y = _bn(_conv(y, filters, 1, 1, name=f"{name}_3_conv"), f"{name}_3_bn")
     if gsop:
         reduce_stride = 2 if width == GSOP_STRIDE_2_WIDTH else 1
@@ -173,9 +174,10 @@ def _conv(x, filters, kernel_size, stride, name):
     """Convolution without bias, zero-padded by `kernel_size // 2` on every side (PyTorch's `padding`)."""
     if kernel_size > 1:
         x = layers.ZeroPadding2D(kernel_size // 2, name=f"{name}_pad")(x)
-    return layers.Conv2D(
+    conv = layers.Conv2D(
         filters, kernel_size, strides=stride, padding="valid", use_bias=False, kernel_initializer=he_fan_out(), name=name
-    )(x)
+    )
+    return conv(x)
 
 
 def _bn(x, name):

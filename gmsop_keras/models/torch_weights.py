@@ -295,7 +295,13 @@ def _gaussian_plan(pool, prefix):
 
 def _reweighting_plan(layer):
     plan = []
-    pairs = (("w1", "map1", "bn1"), ("w2", "map2", "bn2"), ("w21", "map21", "bn21"), ("w3", "map3", "bn3"), ("w4", "map4", "bn4"))
+    pairs = (
+        ("w1", "map1", "bn1"),
+        ("w2", "map2", "bn2"),
+        ("w21", "map21", "bn21"),
+        ("w3", "map3", "bn3"),
+        ("w4", "map4", "bn4"),
+    )
     for index, stage in enumerate(layer.stages, start=1):
         prefix = f"AtMp{index}"
         for ours, conv, norm in pairs:

@@ -91,9 +91,8 @@ def test_stem_and_strided_convolution_match_symmetric_padding():
     got = np.asarray(stem(x))
     kernel = np.asarray(model.get_layer("conv1_conv").kernel, dtype="float64")
     padded = np.pad(x[0].astype("float64"), ((3, 3), (3, 3), (0, 0)))
-    want = np.array(
-        [[np.einsum("hwc,hwco->o", padded[2 * i : 2 * i + 7, 2 * j : 2 * j + 7], kernel) for j in range(8)] for i in range(8)]
-    )
+    windows = [[padded[2 * i : 2 * i + 7, 2 * j : 2 * j + 7] for j in range(8)] for i in range(8)]
+    want = np.einsum("ijhwc,hwco->ijo", np.array(windows), kernel)
     np.testing.assert_allclose(got[0], want, rtol=1e-4, atol=1e-4)
 
 

@@ -54,7 +54,9 @@ class GaussianPool(nn.Module):
         super().__init__()
         self.args = (kernel_size, stride, padding)
         hidden = channels // 2
-        self.ToHidden = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(channels, hidden, 1), nn.BatchNorm2d(hidden), nn.ReLU())
+        self.ToHidden = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1), nn.Conv2d(channels, hidden, 1), nn.BatchNorm2d(hidden), nn.ReLU()
+        )
         self.ToMean = nn.Sequential(nn.Conv2d(hidden, channels, 1), nn.BatchNorm2d(channels))
         self.ToSigma = nn.Sequential(nn.Conv2d(hidden, channels, 1), nn.BatchNorm2d(channels), nn.Sigmoid())
 
@@ -124,7 +126,9 @@ class AtMp(nn.Module):
 
 
 class ResNet50(nn.Module):
-    def __init__(self, gsop=(), gauss=False, head="gap", last_stride=1, iterations=5, column_major=False, num_classes=10):
+    def __init__(
+        self, gsop=(), gauss=False, head="gap", last_stride=1, iterations=5, column_major=False, num_classes=10
+    ):
         super().__init__()
         self.head, self.iterations, self.column_major = head, iterations, column_major
         self.conv1 = nn.Conv2d(3, 64, 7, 1 if gauss else 2, 3, bias=False)
