@@ -3,10 +3,15 @@
 import keras
 from keras import ops
 
+from gmsop_keras.layers.initializers import he_fan_out
 from gmsop_keras.ops import covariance, newton_schulz_sqrt, triu_output_dim, triu_vectorize
 
 # Added to the covariance before the square root, as in the official code.
 COVARIANCE_EPSILON = 1e-7
+# The authors' BatchNorm (PyTorch's defaults): epsilon 1e-5, momentum 0.1 in
+# PyTorch's convention = 0.9 in Keras'.
+BN_EPSILON = 1e-5
+BN_MOMENTUM = 0.9
 
 
 @keras.saving.register_keras_serializable(package="gmsop_keras")
@@ -24,7 +29,11 @@ class GeneralizedGaussianReweighting(keras.layers.Layer):
         x_{t+1} = sigmoid(s) * x_t
 
     so every position gets one weight in (0, 1) per stage (`w` is a learned
-    scalar, 0 at first). With `reweighted_sop=True` the layer also pools the
+    scalar). The authors' conventions (their PyTorch code): no bias in any
+    convolution (`W_b` included), BatchNorm epsilon 1e-5 and momentum 0.1 in
+    PyTorch's terms (`momentum=0.9` here), every kernel He-normal over its
+    fan-out, so `w` (their 1x1 convolution of one channel) starts as a draw of
+    `N(0, 2)`. With `reweighted_sop=True` the layer also pools the
     re-weighted map: covariance `+ 1e-7 I`, `num_iterations` Newton-Schulz
     steps, upper triangle (the 3G-Net head); otherwise that is left to the head.
 
@@ -36,6 +45,8 @@ class GeneralizedGaussianReweighting(keras.layers.Layer):
         reweighted_sop: return the square-root covariance vector instead of
             the re-weighted map.
         num_iterations: Newton-Schulz iterations of that pooling (paper: 5).
+        epsilon: BatchNorm epsilon (the authors': 1e-5).
+        momentum: BatchNorm momentum, Keras' convention (PyTorch's 0.1 = 0.9).
 
     Call arguments:
         inputs: the reduced map `z` (256 channels in the paper).
@@ -58,7 +69,16 @@ class GeneralizedGaussianReweighting(keras.layers.Layer):
         CVPR 2019.
     """
 
-    def __init__(self, num_stages=3, reduction=4, reweighted_sop=False, num_iterations=5, **kwargs):
+    def __init__(
+        self,
+        num_stages=3,
+        reduction=4,
+        reweighted_sop=False,
+        num_iterations=5,
+        epsilon=BN_EPSILON,
+        momentum=BN_MOMENTUM,
+        **kwargs,
+    ):
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         for name, value in (("num_stages", num_stages), ("reduction", reduction), ("num_iterations", num_iterations)):
@@ -68,6 +88,12 @@ class GeneralizedGaussianReweighting(keras.layers.Layer):
         self.reduction = reduction
         self.reweighted_sop = bool(reweighted_sop)
         self.num_iterations = num_iterations
+        if not epsilon > 0:
+            raise ValueError(f"`epsilon` must be > 0. Received: epsilon={epsilon}")
+        if not 0 <= momentum < 1:
+            raise ValueError(f"`momentum` must be in [0, 1). Received: momentum={momentum}")
+        self.epsilon = float(epsilon)
+        self.momentum = float(momentum)
 
     def build(self, input_shape):
         if len(input_shape) != 4 or input_shape[-1] is None:
@@ -78,7 +104,7 @@ class GeneralizedGaussianReweighting(keras.layers.Layer):
         channels = input_shape[-1]
         hidden = max(1, channels // self.reduction)
         self.stages = [
-            _ReweightingStage(channels, hidden, dtype=self.dtype_policy, name=f"stage_{i}")
+            _ReweightingStage(channels, hidden, self.epsilon, self.momentum, dtype=self.dtype_policy, name=f"stage_{i}")
             for i in range(self.num_stages)
         ]
         for stage in self.stages:
@@ -114,6 +140,8 @@ class GeneralizedGaussianReweighting(keras.layers.Layer):
             "reduction": self.reduction,
             "reweighted_sop": self.reweighted_sop,
             "num_iterations": self.num_iterations,
+            "epsilon": self.epsilon,
+            "momentum": self.momentum,
         }
         return {**base_config, **config}
 
@@ -121,20 +149,25 @@ class GeneralizedGaussianReweighting(keras.layers.Layer):
 class _ReweightingStage(keras.layers.Layer):
     """One unrolled stage: `(x_t, z) -> sigmoid(s)`, shape `(batch, height, width)`."""
 
-    def __init__(self, channels, hidden, **kwargs):
+    def __init__(self, channels, hidden, epsilon, momentum, **kwargs):
         super().__init__(**kwargs)
         self.channels = channels
         self.hidden = hidden
         names = ("w1", "w2", "w21", "w3", "w4")
-        self.convs = {n: self._conv(channels, n, use_bias=False) for n in names}
-        self.norms = {n: keras.layers.BatchNormalization(dtype=self.dtype_policy, name=f"{n}_norm") for n in names}
-        self.conv_a = self._conv(hidden, "wa", use_bias=False)
-        self.norm_a = keras.layers.BatchNormalization(dtype=self.dtype_policy, name="wa_norm")
-        self.conv_b = self._conv(1, "wb", use_bias=True)
+        self.convs = {n: self._conv(channels, n) for n in names}
+        self.norms = {n: self._norm(f"{n}_norm", epsilon, momentum) for n in names}
+        self.conv_a = self._conv(hidden, "wa")
+        self.norm_a = self._norm("wa_norm", epsilon, momentum)
+        self.conv_b = self._conv(1, "wb")
 
-    def _conv(self, filters, name, use_bias):
+    def _conv(self, filters, name):
         return keras.layers.Conv2D(
-            filters, 1, use_bias=use_bias, kernel_initializer="he_normal", dtype=self.dtype_policy, name=name
+            filters, 1, use_bias=False, kernel_initializer=he_fan_out(), dtype=self.dtype_policy, name=name
+        )
+
+    def _norm(self, name, epsilon, momentum):
+        return keras.layers.BatchNormalization(
+            epsilon=epsilon, momentum=momentum, dtype=self.dtype_policy, name=name
         )
 
     def build(self, input_shape):
@@ -145,7 +178,10 @@ class _ReweightingStage(keras.layers.Layer):
         self.conv_a.build(full)
         self.norm_a.build(tuple(input_shape[:-1]) + (self.hidden,))
         self.conv_b.build(tuple(input_shape[:-1]) + (self.hidden,))
-        self.scale = self.add_weight(shape=(), initializer="zeros", name="scale")
+        # the authors' 1x1 convolution of one channel, He-normal over its fan-out of 1
+        self.scale = self.add_weight(
+            shape=(), initializer=keras.initializers.RandomNormal(stddev=2.0**0.5), name="scale"
+        )
 
     def call(self, x, z, training=None):
         def branch(name, value):

@@ -4,9 +4,16 @@ import keras
 import numpy as np
 from keras import ops
 
+from gmsop_keras.layers.initializers import he_fan_out, uniform_fan_in
 from gmsop_keras.ops import covariance
 
 MODES = ("channel", "position", "sum", "max", "concat")
+# The authors' BatchNorm (PyTorch's defaults): epsilon 1e-5, momentum 0.1 in
+# PyTorch's convention, which is 0.9 in Keras'. The row-wise BatchNorm
+# normalises covariance rows whose variances are as small as 1e-5, so the
+# epsilon changes the output (by a third with Keras' default 1e-3).
+BN_EPSILON = 1e-5
+BN_MOMENTUM = 0.9
 
 
 @keras.saving.register_keras_serializable(package="gmsop_keras")
@@ -34,11 +41,21 @@ class GSoPBlock(keras.layers.Layer):
 
     Runs in float32 by default (covariances), also under mixed precision.
 
+    The authors' conventions (their PyTorch code): BatchNorm epsilon 1e-5 and
+    momentum 0.1 in PyTorch's terms (`momentum=0.9` here); convolutions and
+    the row-wise convolution initialised He-normal over their fan-out, biases
+    uniform in `+-1/sqrt(fan_in)`; in the first stage of a ResNet-50 (64
+    planes) the channel branch's reduction has stride 2 (`reduce_stride=2`).
+
     Args:
         mode: one of `"channel"`, `"position"`, `"sum"`, `"max"`, `"concat"`.
         reduced_dim: `d`, width of the 1x1 reduction (paper: 128).
         row_multiplier: outputs of the row-wise convolution per row (paper: 4).
         spatial_size: side of the pooled map of the position branch (paper: 8).
+        reduce_stride: stride of the channel branch's 1x1 reduction (the
+            authors use 2 where a ResNet stage has 64 planes, else 1).
+        epsilon: BatchNorm epsilon (the authors': 1e-5).
+        momentum: BatchNorm momentum, Keras' convention (PyTorch's 0.1 = 0.9).
 
     Input shape:
         `(batch, height, width, channels)`, static height and width for the
@@ -58,19 +75,41 @@ class GSoPBlock(keras.layers.Layer):
         Networks. CVPR 2019.
     """
 
-    def __init__(self, mode="channel", reduced_dim=128, row_multiplier=4, spatial_size=8, **kwargs):
+    def __init__(
+        self,
+        mode="channel",
+        reduced_dim=128,
+        row_multiplier=4,
+        spatial_size=8,
+        reduce_stride=1,
+        epsilon=BN_EPSILON,
+        momentum=BN_MOMENTUM,
+        **kwargs,
+    ):
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         if mode not in MODES:
             raise ValueError(f"`mode` must be one of {MODES}. Received: mode={mode!r}")
-        sizes = (("reduced_dim", reduced_dim), ("row_multiplier", row_multiplier), ("spatial_size", spatial_size))
+        sizes = (
+            ("reduced_dim", reduced_dim),
+            ("row_multiplier", row_multiplier),
+            ("spatial_size", spatial_size),
+            ("reduce_stride", reduce_stride),
+        )
         for name, value in sizes:
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"`{name}` must be an integer >= 1. Received: {name}={value}")
+        if not epsilon > 0:
+            raise ValueError(f"`epsilon` must be > 0. Received: epsilon={epsilon}")
+        if not 0 <= momentum < 1:
+            raise ValueError(f"`momentum` must be in [0, 1). Received: momentum={momentum}")
         self.mode = mode
         self.reduced_dim = reduced_dim
         self.row_multiplier = row_multiplier
         self.spatial_size = spatial_size
+        self.reduce_stride = reduce_stride
+        self.epsilon = float(epsilon)
+        self.momentum = float(momentum)
 
     def build(self, input_shape):
         if len(input_shape) != 4 or input_shape[-1] is None:
@@ -96,12 +135,22 @@ class GSoPBlock(keras.layers.Layer):
             factor = max(0, int(round(np.log2(32 / groups))))
             kernel = (2 * factor + 5, 1)
             conv = dict(filters=channels, kernel_size=kernel, padding="same", groups=groups, dtype=self.dtype_policy)
-            self.concat_channel = keras.layers.Conv2D(**conv, name="concat_channel")
-            self.concat_position = keras.layers.Conv2D(**conv, name="concat_position")
-            self.concat_norm = keras.layers.BatchNormalization(dtype=self.dtype_policy, name="concat_norm")
+            fan_in = kernel[0] * channels // groups
+            self.concat_channel = keras.layers.Conv2D(
+                **conv, kernel_initializer=he_fan_out(), bias_initializer=uniform_fan_in(fan_in), name="concat_channel"
+            )
+            self.concat_position = keras.layers.Conv2D(
+                **conv, kernel_initializer=he_fan_out(), bias_initializer=uniform_fan_in(fan_in), name="concat_position"
+            )
+            self.concat_norm = self._batch_norm(name="concat_norm")
             for layer in (self.concat_channel, self.concat_position):
                 layer.build(input_shape)
             self.concat_norm.build(input_shape)
+
+    def _batch_norm(self, **kwargs):
+        return keras.layers.BatchNormalization(
+            epsilon=self.epsilon, momentum=self.momentum, dtype=self.dtype_policy, **kwargs
+        )
 
     def call(self, inputs, training=None):
         x = ops.cast(inputs, self.compute_dtype)
@@ -157,6 +206,9 @@ class GSoPBlock(keras.layers.Layer):
             "reduced_dim": self.reduced_dim,
             "row_multiplier": self.row_multiplier,
             "spatial_size": self.spatial_size,
+            "reduce_stride": self.reduce_stride,
+            "epsilon": self.epsilon,
+            "momentum": self.momentum,
         }
         return {**base_config, **config}
 
@@ -169,20 +221,38 @@ class _Branch(keras.layers.Layer):
         channels = input_shape[-1]
         outputs = channels if kind == "channel" else rows
         policy = block.dtype_policy
-        self.reduce = keras.layers.Conv2D(reduced_dim, 1, kernel_initializer="he_normal", dtype=policy, name="reduce")
-        self.reduce_norm = keras.layers.BatchNormalization(dtype=policy, name="reduce_norm")
-        self.row_norm = keras.layers.BatchNormalization(axis=1, dtype=policy, name="row_norm")
-        self.expand = keras.layers.Dense(outputs, dtype=policy, name="expand")
+        multiplier = block.row_multiplier
+        stride = block.reduce_stride if kind == "channel" else 1
+        self.reduce = keras.layers.Conv2D(
+            reduced_dim,
+            1,
+            strides=stride,
+            kernel_initializer=he_fan_out(),
+            bias_initializer=uniform_fan_in(channels),
+            dtype=policy,
+            name="reduce",
+        )
+        self.reduce_norm = block._batch_norm(name="reduce_norm")
+        self.row_norm = block._batch_norm(axis=1, name="row_norm")
+        self.expand = keras.layers.Dense(
+            outputs,
+            kernel_initializer=he_fan_out(),
+            bias_initializer=uniform_fan_in(rows * multiplier),
+            dtype=policy,
+            name="expand",
+        )
         self.reduce.build(input_shape)
         self.reduce_norm.build(tuple(input_shape[:-1]) + (reduced_dim,))
         self.row_norm.build((None, rows, rows))
+        # the authors' grouped convolution, He-normal over its fan-out (rows * rows * multiplier);
+        # its bias uniform over its fan-in (one row)
         self.row_kernel = self.add_weight(
-            shape=(rows, rows, block.row_multiplier),
-            initializer=keras.initializers.RandomNormal(stddev=(2.0 / rows) ** 0.5),
+            shape=(rows, rows, multiplier),
+            initializer=keras.initializers.RandomNormal(stddev=(2.0 / (rows * rows * multiplier)) ** 0.5),
             name="row_kernel",
         )
-        self.row_bias = self.add_weight(shape=(rows, block.row_multiplier), initializer="zeros", name="row_bias")
-        self.expand.build((None, rows * block.row_multiplier))
+        self.row_bias = self.add_weight(shape=(rows, multiplier), initializer=uniform_fan_in(rows), name="row_bias")
+        self.expand.build((None, rows * multiplier))
         self.built = True
 
 

@@ -38,3 +38,17 @@ def centred_normal(stddev):
         return kernel - ops.mean(kernel, axis=0, keepdims=True)
 
     return init
+
+
+def he_fan_out():
+    """He normal initialisation over the fan-out, untruncated (PyTorch's
+    `kaiming_normal_(mode="fan_out", nonlinearity="relu")`, the convolution
+    initialisation of the ResNets of the GSoP, 3G and Gaussian-pooling papers)."""
+    return keras.initializers.VarianceScaling(2.0, mode="fan_out", distribution="untruncated_normal")
+
+
+def uniform_fan_in(fan_in):
+    """Uniform in `(-1/sqrt(fan_in), 1/sqrt(fan_in))`: PyTorch's default for the
+    bias of a convolution or linear layer, and for a linear layer's weight."""
+    limit = float(fan_in) ** -0.5
+    return keras.initializers.RandomUniform(-limit, limit)

@@ -13,7 +13,7 @@ layers on a backbone's feature map. The names (paper Sec. 3.1, Tables 2-4):
 | `gm-gap-N-K`  | gated mixture of N parametric GAPs, top K                   | 512  |
 | `ave-sop-N`   | mean of N parametric SR-SOPs                                | 8256 |
 | `gm-sop-N-K`  | gated mixture of N parametric SR-SOPs, top K (GM-SOP)       | 8256 |
-| `isqrt-256`   | iSQRT-COV: 1x1 conv 256 + BN + ReLU, SR-SOP (3 iterations)  | 32896 |
+| `isqrt-256`   | iSQRT-COV: 1x1 conv 256 + BN + ReLU, SR-SOP (3 it.; 5 on resnet50-imagenet, as mpncovresnet50) | 32896 |
 | `3g-256`      | 3G-Net: the same reduction, re-weighted SR-SOP (5 iter.)    | 32896 |
 
 The last two are the heads of the seed family's ImageNet models (GSoP-Net2,

@@ -1,31 +1,43 @@
 """ImageNet bottleneck ResNet-50 and its seed-family variants (GSoP-Net, Gaussian pooling, 3G-Net).
 
 Each model is a row of `IMAGENET_MODELS`: which stages end with a `GSoPBlock`,
-whether `GaussianPooling2D` replaces every downsampling, and the default head.
+whether `GaussianPooling2D` replaces every downsampling, the stride of the last
+stage and the default head. Every model is the authors' PyTorch network, so
+that their checkpoints convert (`gmsop_keras.models.torch_weights`):
 
-- `resnet50-imagenet`: torchvision's ResNet-50 (stride in the 3x3 convolution),
-  GAP head. 25.56M parameters.
+- `resnet50-imagenet`: torchvision's ResNet-50 (v1.5: stride in the 3x3
+  convolution), GAP head. 25.56M parameters. With `head="isqrt-256"` it is
+  iSQRT-COV's ResNet-50 (fast-MPN-COV's `mpncovresnet50`: last stage at
+  stride 1, 5 Newton-Schulz iterations).
 - `gsop1-resnet50`: a channel `GSoPBlock` on the residual branch of the last
-  block of each of the four stages, GAP head. 28.29M.
-- `gsop2-resnet50`: the same in stages 1-3, iSQRT-COV head (`isqrt-256`). 58.28M.
+  block of each of the four stages, last stage at stride 1 (a 14x14 map at
+  224x224), GAP head. 28.29M.
+- `gsop2-resnet50`: the same in stages 1-3, iSQRT-COV head with 3 iterations
+  (`isqrt-256`). 58.28M. In stage 1 (64 planes) the GSoP block reduces with
+  stride 2, as the authors' code does.
 - `gauss-resnet50`: iSP-Gaussian pooling for every downsampling: the stem
-  convolution at stride 1 followed by a 2x2 Gaussian pool, a Gaussian pool in
-  place of the max-pool, and in the first block of stages 2-4 stride-1
-  convolutions followed by a Gaussian pool after the residual ReLU. 33.85M.
-- `resnet50-3g`: 3G-Net's head (`3g-256`). 57.97M.
+  convolution at stride 1 followed by a 2x2 Gaussian pool, a 3x3 Gaussian pool
+  with stride 2 and padding 1 in place of the max-pool, and in the first block
+  of stages 2-4 stride-1 convolutions followed by a Gaussian pool after the
+  residual ReLU. 33.85M.
+- `resnet50-3g`: 3G-Net's head (`3g-256`), last stage at stride 1. 57.97M
+  (3G-Net's convolutions have no bias).
 
-The block positions of GSoP-Net are not in the brief's facts; the last block
-of each stage is the official code's choice and matches the published
-parameter counts (the first block would too).
+The authors' conventions, everywhere: BatchNorm epsilon 1e-5 and momentum 0.1
+in PyTorch's terms (0.9 in Keras'); convolutions padded symmetrically with
+zeros (explicit `ZeroPadding2D` + `"valid"`: Keras' `"same"` pads only the
+bottom and right of an even map at stride 2); convolutions initialised
+He-normal over their fan-out, the classifier as PyTorch's `nn.Linear`.
 
 Heads, by name: `gap`; `isqrt-256` (1x1 convolution to 256 + BN + ReLU,
-covariance, 3 Newton-Schulz iterations, upper triangle: 32896-d); `3g-256`
+covariance, Newton-Schulz iterations, upper triangle: 32896-d); `3g-256`
 (the same reduction, `GeneralizedGaussianReweighting` with 3 stages, 5
-iterations). Second-order heads use stride 1 in the last stage, as the
-iSQRT-COV code does.
+iterations).
 
 References:
     He, Zhang, Ren, Sun. Deep Residual Learning for Image Recognition. CVPR 2016.
+    Li, Xie, Wang, Gao. Towards Faster Training of Global Covariance Pooling
+        Networks by Iterative Matrix Square Root Normalization. CVPR 2018.
     Gao, Xie, Wang, Li. Global Second-order Pooling Convolutional Networks. CVPR 2019.
     Kobayashi. Gaussian-Based Pooling for Convolutional Neural Networks. NeurIPS 2019.
     Wang, Li, Hu, Zhu, Zuo. Deep Global Generalized Gaussian Networks. CVPR 2019.
@@ -37,21 +49,27 @@ from keras import layers
 from gmsop_keras.layers.gaussian_pooling_2d import GaussianPooling2D
 from gmsop_keras.layers.generalized_gaussian_reweighting import GeneralizedGaussianReweighting
 from gmsop_keras.layers.gsop_block import GSoPBlock
+from gmsop_keras.layers.initializers import he_fan_out, uniform_fan_in
 from gmsop_keras.layers.square_root_sop import SquareRootSOP
 
+# last_stride None: 2 for the GAP head, 1 for a second-order head (iSQRT-COV's choice).
 IMAGENET_MODELS = {
-    "resnet50-imagenet": dict(gsop_stages=(), gaussian=False, head="gap"),
-    "gsop1-resnet50": dict(gsop_stages=(1, 2, 3, 4), gaussian=False, head="gap"),
-    "gsop2-resnet50": dict(gsop_stages=(1, 2, 3), gaussian=False, head="isqrt-256"),
-    "gauss-resnet50": dict(gsop_stages=(), gaussian=True, head="gap"),
-    "resnet50-3g": dict(gsop_stages=(), gaussian=False, head="3g-256"),
+    "resnet50-imagenet": dict(gsop_stages=(), gaussian=False, head="gap", last_stride=None, sqrt_iterations=5),
+    "gsop1-resnet50": dict(gsop_stages=(1, 2, 3, 4), gaussian=False, head="gap", last_stride=1, sqrt_iterations=3),
+    "gsop2-resnet50": dict(gsop_stages=(1, 2, 3), gaussian=False, head="isqrt-256", last_stride=1, sqrt_iterations=3),
+    "gauss-resnet50": dict(gsop_stages=(), gaussian=True, head="gap", last_stride=2, sqrt_iterations=5),
+    "resnet50-3g": dict(gsop_stages=(), gaussian=False, head="3g-256", last_stride=1, sqrt_iterations=5),
 }
 IMAGENET_HEADS = ("gap", "isqrt-256", "3g-256")
 BLOCKS = (3, 4, 6, 3)
 WIDTHS = (64, 128, 256, 512)
 EXPANSION = 4
 REDUCED_WIDTH = 256
+# PyTorch's BatchNorm: epsilon 1e-5, momentum 0.1 (running = 0.9 running + 0.1 batch).
 BN_EPSILON = 1e-5
+BN_MOMENTUM = 0.9
+# The GSoP block of a stage with 64 planes reduces with stride 2 (the authors' code).
+GSOP_STRIDE_2_WIDTH = 64
 
 
 def list_imagenet_models():
@@ -83,11 +101,12 @@ def build_imagenet_model(name, num_classes=1000, input_shape=(224, 224, 3), head
     x = layers.ReLU(name="conv1_relu")(_bn(x, "conv1_bn"))
     if gaussian:
         x = GaussianPooling2D(2, name="conv1_gauss")(x)
-        x = GaussianPooling2D(2, name="pool1_gauss")(x)
+        x = GaussianPooling2D(3, 2, padding=1, name="pool1_gauss")(x)
     else:
+        # zeros are safe after the ReLU: PyTorch pads a max-pool with -inf
         x = layers.ZeroPadding2D(1, name="pool1_pad")(x)
         x = layers.MaxPooling2D(3, 2, name="pool1_pool")(x)
-    last_stride = 2 if head == "gap" else 1
+    last_stride = spec["last_stride"] or (2 if head == "gap" else 1)
     for stage, (num_blocks, width) in enumerate(zip(BLOCKS, WIDTHS), start=1):
         stride = 1 if stage == 1 else (last_stride if stage == 4 else 2)
         for index in range(num_blocks):
@@ -99,8 +118,14 @@ def build_imagenet_model(name, num_classes=1000, input_shape=(224, 224, 3), head
                 gaussian=gaussian,
                 name=f"conv{stage + 1}_block{index + 1}",
             )
-    x = apply_imagenet_head(x, head)
-    outputs = layers.Dense(num_classes, name="predictions")(x)
+    x = apply_imagenet_head(x, head, num_iterations=spec["sqrt_iterations"])
+    features = x.shape[-1]
+    outputs = layers.Dense(
+        num_classes,
+        kernel_initializer=keras.initializers.VarianceScaling(1.0 / 3.0, mode="fan_in", distribution="uniform"),
+        bias_initializer=uniform_fan_in(features),
+        name="predictions",
+    )(x)
     return keras.Model(inputs, outputs, name=name)
 
 
@@ -116,32 +141,44 @@ def bottleneck(x, width, stride, gsop, gaussian, name):
     if stride != 1 or x.shape[-1] != filters:
         shortcut = _bn(_conv(x, filters, 1, conv_stride, name=f"{name}_0_conv"), f"{name}_0_bn")
     y = layers.ReLU(name=f"{name}_1_relu")(_bn(_conv(x, width, 1, 1, name=f"{name}_1_conv"), f"{name}_1_bn"))
-    y = layers.ReLU(name=f"{name}_2_relu")(_bn(_conv(y, width, 3, conv_stride, name=f"{name}_2_conv"), f"{name}_2_bn"))
+    y = _bn(_conv(y, width, 3, conv_stride, name=f"{name}_2_conv"), f"{name}_2_bn")
+    y = layers.ReLU(name=f"{name}_2_relu")(y)
     y = _bn(_conv(y, filters, 1, 1, name=f"{name}_3_conv"), f"{name}_3_bn")
     if gsop:
-        y = GSoPBlock("channel", name=f"{name}_gsop")(y)
+        reduce_stride = 2 if width == GSOP_STRIDE_2_WIDTH else 1
+        y = GSoPBlock("channel", reduce_stride=reduce_stride, name=f"{name}_gsop")(y)
     y = layers.ReLU(name=f"{name}_out")(layers.Add(name=f"{name}_add")([shortcut, y]))
     if gaussian and stride != 1:
         y = GaussianPooling2D(stride, name=f"{name}_gauss")(y)
     return y
 
 
-def apply_imagenet_head(x, head):
-    """Feature map -> representation vector, by head name (see the module docstring)."""
+def apply_imagenet_head(x, head, num_iterations=None):
+    """Feature map -> representation vector, by head name (see the module docstring).
+
+    `num_iterations`: Newton-Schulz iterations of the square root; default 3
+    for `isqrt-256` (GSoP-Net2) and 5 for `3g-256`.
+    """
     if head == "gap":
         return layers.GlobalAveragePooling2D(name="avg_pool")(x)
     x = _conv(x, REDUCED_WIDTH, 1, 1, name="reduce_conv")
     x = layers.ReLU(name="reduce_relu")(_bn(x, "reduce_bn"))
     if head == "isqrt-256":
-        return SquareRootSOP(num_iterations=3, name="isqrt_cov")(x)
-    return GeneralizedGaussianReweighting(reweighted_sop=True, num_iterations=5, name="reweighting")(x)
-
-
-def _conv(x, filters, kernel_size, stride, name):
-    return layers.Conv2D(
-        filters, kernel_size, strides=stride, padding="same", use_bias=False, kernel_initializer="he_normal", name=name
+        return SquareRootSOP(num_iterations=num_iterations or 3, name="isqrt_cov")(x)
+    return GeneralizedGaussianReweighting(
+        reweighted_sop=True, num_iterations=num_iterations or 5, name="reweighting"
     )(x)
 
 
+def _conv(x, filters, kernel_size, stride, name):
+    """Convolution without bias, zero-padded by `kernel_size // 2` on every side (PyTorch's `padding`)."""
+    if kernel_size > 1:
+        x = layers.ZeroPadding2D(kernel_size // 2, name=f"{name}_pad")(x)
+    conv = layers.Conv2D(
+        filters, kernel_size, strides=stride, padding="valid", use_bias=False, kernel_initializer=he_fan_out(), name=name
+    )
+    return conv(x)
+
+
 def _bn(x, name):
-    return layers.BatchNormalization(epsilon=BN_EPSILON, name=name)(x)
+    return layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=name)(x)

@@ -85,3 +85,54 @@ def test_bad_arguments_name_the_argument():
         GaussianPooling2D(padding="full")
     with pytest.raises(ValueError, match="feature maps"):
         GaussianPooling2D()(np.zeros((2, 5), dtype="float32"))
+
+
+def padded_windows_reference(x, size, stride, padding, count_include_pad):
+    """Mean and std of every window of a zero-padded map, float64, as PyTorch's pooling."""
+    b, h, w, c = x.shape
+    padded = np.pad(x.astype("float64"), ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+    inside = np.pad(np.ones((h, w)), padding)
+    out_h, out_w = (h + 2 * padding - size) // stride + 1, (w + 2 * padding - size) // stride + 1
+    mean = np.zeros((b, out_h, out_w, c))
+    std = np.zeros_like(mean)
+    for i in range(out_h):
+        for j in range(out_w):
+            rows, cols = slice(i * stride, i * stride + size), slice(j * stride, j * stride + size)
+            count = size * size if count_include_pad else inside[rows, cols].sum()
+            window = padded[:, rows, cols, :]
+            m = window.sum(axis=(1, 2)) / count
+            mean[:, i, j] = m
+            std[:, i, j] = np.sqrt(np.maximum((window**2).sum(axis=(1, 2)) / count - m**2, 1e-6))
+    return mean, std
+
+
+@pytest.mark.parametrize("count_include_pad", [False, True])
+def test_integer_padding_is_symmetric_as_pytorch(count_include_pad):
+    """The Gaussian-pooling ResNet's stem pool: 3x3, stride 2, padding 1 on every side (Keras'
+    'same' pads only the bottom and right of an even map). Padded zeros are left out of the
+    moments, as the authors' CUDA layer does, or counted (their pure-PyTorch layer)."""
+    x = np.random.default_rng(4).standard_normal((2, 8, 8, 4)).astype("float32")
+    layer = GaussianPooling2D(3, 2, padding=1, count_include_pad=count_include_pad)
+    got = keras.ops.convert_to_numpy(layer(x, training=False))
+    assert got.shape == (2, 4, 4, 4) == tuple(layer.compute_output_shape(x.shape))
+    mean, std = padded_windows_reference(x, 3, 2, 1, count_include_pad)
+    weight = np.logaddexp(0.0, own_mu(layer, x))[:, None, None, :]
+    np.testing.assert_allclose(got, mean + weight * std, rtol=1e-4, atol=1e-5)
+
+
+def test_the_authors_batch_norm_and_initialisation():
+    layer = GaussianPooling2D()
+    layer.build((None, 8, 8, 512))
+    norms = (layer.hidden_norm, layer.mean_norm, layer.sigma_norm)
+    assert all(n.epsilon == 1e-5 and n.momentum == 0.9 for n in norms)
+    kernel = keras.ops.convert_to_numpy(layer.mean_dense.kernel)  # 1x1 conv 256 -> 512, He over fan-out
+    assert kernel.std() == pytest.approx((2.0 / 512) ** 0.5, rel=0.02)
+    bias = keras.ops.convert_to_numpy(layer.mean_dense.bias)
+    assert 0 < np.abs(bias).max() <= 256**-0.5
+
+
+def test_bad_padding_names_the_argument():
+    with pytest.raises(ValueError, match="padding"):
+        GaussianPooling2D(3, padding=3)
+    with pytest.raises(ValueError, match="padding"):
+        GaussianPooling2D(padding="full")

@@ -47,11 +47,14 @@ def test_reweighted_sop_is_sr_sop_of_the_reweighted_map():
 
 
 def test_parameter_count_of_the_paper_module():
-    """Per stage at C = 256: five 256x256 convs + 5 BNs, 256->64 conv + BN, 64->1 conv + bias, w."""
+    """Per stage at C = 256: five 256x256 convs + 5 BNs, 256->64 conv + BN, 64->1 conv, w.
+
+    No bias in the 64->1 convolution: the authors' `atmap2` has `bias=False`.
+    """
     layer = GeneralizedGaussianReweighting()
     layer.build((None, 7, 7, 256))
     trainable = sum(int(np.prod(w.shape)) for w in layer.trainable_weights)
-    per_stage = 5 * (256 * 256 + 2 * 256) + (256 * 64 + 2 * 64) + (64 + 1) + 1
+    per_stage = 5 * (256 * 256 + 2 * 256) + (256 * 64 + 2 * 64) + 64 + 1
     assert trainable == 3 * per_stage
 
 
@@ -72,3 +75,19 @@ def test_bad_arguments_name_the_argument():
         GeneralizedGaussianReweighting(reduction=0)
     with pytest.raises(ValueError, match="feature maps"):
         GeneralizedGaussianReweighting()(np.zeros((2, 5), dtype="float32"))
+
+
+def test_the_authors_conventions():
+    """3G-Net's code: no bias in any convolution (`atmap2` included), BatchNorm eps 1e-5 and
+    momentum 0.1 (Keras' 0.9), and the learned scalar `atmap3` (a 1x1 convolution of one channel)
+    drawn He-normal over its fan-out of 1: N(0, 2), not 0."""
+    layer = GeneralizedGaussianReweighting(num_stages=60, reduction=2)
+    layer.build((None, 3, 3, 2))
+    norms = [s for s in layer._flatten_layers() if isinstance(s, keras.layers.BatchNormalization)]
+    assert len(norms) == 60 * 6 and all(n.epsilon == 1e-5 and n.momentum == 0.9 for n in norms)
+    convs = [s for s in layer._flatten_layers() if isinstance(s, keras.layers.Conv2D)]
+    assert len(convs) == 60 * 7 and not any(c.use_bias for c in convs)
+    scales = np.array([float(keras.ops.convert_to_numpy(stage.scale)) for stage in layer.stages])
+    assert 1.0 < scales.std() < 1.9  # sqrt(2) = 1.41; 60 draws
+    with pytest.raises(ValueError, match="epsilon"):
+        GeneralizedGaussianReweighting(epsilon=-1.0)

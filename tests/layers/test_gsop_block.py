@@ -83,3 +83,56 @@ def test_bad_arguments_name_the_argument():
         GSoPBlock(row_multiplier=1.5)
     with pytest.raises(ValueError, match="feature maps"):
         GSoPBlock()(np.zeros((2, 5), dtype="float32"))
+
+
+def batch_norms(layer):
+    return [sub for sub in layer._flatten_layers() if isinstance(sub, keras.layers.BatchNormalization)]
+
+
+@pytest.mark.parametrize("mode", ["channel", "concat"])
+def test_batch_norms_use_the_authors_epsilon_and_momentum(mode):
+    """PyTorch's BatchNorm2d: eps 1e-5, momentum 0.1 (= Keras' 0.9); Keras' default eps 1e-3 would
+    change the row BatchNorm of covariance rows (variances 1e-5 to 1e-2) by a third."""
+    block = GSoPBlock(mode, reduced_dim=4, spatial_size=2)
+    block(feature_map(5, (2, 4, 4, 8)))
+    norms = batch_norms(block)
+    assert len(norms) == (2 if mode == "channel" else 5)
+    assert all(n.epsilon == 1e-5 and n.momentum == 0.9 for n in norms)
+
+
+def test_reduce_stride_2_reads_every_other_position():
+    """The authors reduce with a stride-2 1x1 convolution where a stage has 64 planes: the attention
+    is that of the stride-1 block on the map's even rows and columns."""
+    x = feature_map(6, (3, 8, 8, 8))
+    strided, plain = GSoPBlock(reduced_dim=6, reduce_stride=2), GSoPBlock(reduced_dim=6)
+    strided(x), plain(x)
+    plain.set_weights(strided.get_weights())
+    assert strided.channel_branch.reduce.strides == (2, 2)
+    got = keras.ops.convert_to_numpy(strided.channel_attention(x, training=True))
+    want = keras.ops.convert_to_numpy(plain.channel_attention(x[:, ::2, ::2], training=True))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_initialisation_follows_the_authors():
+    """He normal over the fan-out for the reduction, the row-wise convolution (fan-out d * d * 4,
+    std 0.0055 at d = 128, where He over one row would give 0.125) and the expansion."""
+    block = GSoPBlock()
+    block.build((None, 8, 8, 256))
+    branch = block.channel_branch
+    row = keras.ops.convert_to_numpy(branch.row_kernel)
+    assert row.std() == pytest.approx((2.0 / (128 * 128 * 4)) ** 0.5, rel=0.02)
+    reduce = keras.ops.convert_to_numpy(branch.reduce.kernel)
+    assert reduce.std() == pytest.approx((2.0 / 128) ** 0.5, rel=0.02)
+    expand = keras.ops.convert_to_numpy(branch.expand.kernel)
+    assert expand.std() == pytest.approx((2.0 / 256) ** 0.5, rel=0.02)
+    bias = keras.ops.convert_to_numpy(branch.row_bias)
+    assert 0 < np.abs(bias).max() <= 128**-0.5  # PyTorch's default bias, uniform over the fan-in
+
+
+def test_bad_conventions_name_the_argument():
+    with pytest.raises(ValueError, match="reduce_stride"):
+        GSoPBlock(reduce_stride=0)
+    with pytest.raises(ValueError, match="epsilon"):
+        GSoPBlock(epsilon=0)
+    with pytest.raises(ValueError, match="momentum"):
+        GSoPBlock(momentum=1.0)

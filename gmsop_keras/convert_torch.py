@@ -1,0 +1,119 @@
+"""python -m gmsop_keras.convert_torch: the authors' PyTorch checkpoint -> a Keras model.
+
+    python -m gmsop_keras.convert_torch resnet50-19c8e357.pth --model resnet50-imagenet --output resnet50.keras
+    python -m gmsop_keras.convert_torch mpncovresnet50.pth --model resnet50-imagenet --head isqrt-256 \\
+        --output isqrt_cov.keras --saved-model saved_models/isqrt_cov
+    python -m gmsop_keras.convert_torch checkpoint.pth.tar --model gsop2-resnet50 --output gsop2.keras
+
+Reads a PyTorch `state_dict` (plain, or wrapped as `{'state_dict': ...}`, with or without the
+`module.` prefixes of DataParallel), maps every tensor to the model's weights by name
+(`gmsop_keras.models.torch_weights`), and refuses a checkpoint with missing, unexpected or
+mis-shaped tensors, listing them. The `.keras` model takes raw RGB images in [0, 255] (input
+`image`) and normalises them with torchvision's ImageNet mean and standard deviation, as the
+authors' training did; `--saved-model` also exports it for TF Serving (`gmsop_keras.export`).
+Reading `.pth` files needs PyTorch (`pip install torch==2.13.0`, or any `pip install torch`).
+"""
+
+import argparse
+import os
+import sys
+
+import numpy as np
+
+from gmsop_keras.errors import UsageError, add_debug_flag, run_cli
+
+TORCH_MISSING = "reading a PyTorch checkpoint needs torch: pip install torch==2.13.0 (or pip install torch)"
+
+
+def read_checkpoint(path, weights_only=True):
+    """The name -> float32 numpy array `state_dict` of a `.pth` file, unwrapped.
+
+    `weights_only=True` (the default) lets `torch.load` read tensors and plain
+    containers only, never arbitrary pickled objects.
+    """
+    try:
+        import torch
+    except ImportError as error:
+        raise UsageError(TORCH_MISSING) from error
+    from gmsop_keras.models.torch_weights import unwrap_state_dict
+
+    if not os.path.isfile(path):
+        raise UsageError(f"checkpoint not found: {path}")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=weights_only)
+    except Exception as error:  # torch raises several types for unreadable or unsafe files
+        hint = " (or pass --unsafe-load for a checkpoint you trust that pickles other objects)" if weights_only else ""
+        raise UsageError(f"cannot read {path} as a PyTorch checkpoint: {str(error).splitlines()[0]}{hint}") from error
+    state = unwrap_state_dict(checkpoint)
+    return {
+        name: value.detach().cpu().float().numpy() if hasattr(value, "detach") else np.asarray(value)
+        for name, value in state.items()
+    }
+
+
+def build_parser():
+    # names are checked by the model builder: importing it here would start TensorFlow before
+    # the arguments and the checkpoint are checked
+    parser = argparse.ArgumentParser(prog="python -m gmsop_keras.convert_torch", description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoint", help="a PyTorch checkpoint (.pth, .pth.tar) holding a state_dict")
+    parser.add_argument("--model", required=True,
+                        help="the model it was trained as: resnet50-imagenet (torchvision's ResNet-50, or "
+                             "iSQRT-COV with --head isqrt-256), gsop1-resnet50, gsop2-resnet50, "
+                             "gauss-resnet50, resnet50-3g")
+    parser.add_argument("--head", help="the model's head, gap | isqrt-256 | 3g-256 (default: the model's own)")
+    parser.add_argument("--output", required=True, help="the .keras file to write")
+    parser.add_argument("--input-size", type=int, default=224, help="side of the square input images (default 224)")
+    parser.add_argument("--saved-model", help="also export a SavedModel into this model folder (a numbered version)")
+    parser.add_argument("--unsafe-load", action="store_true",
+                        help="torch.load with weights_only=False (only for a checkpoint you trust)")
+    add_debug_flag(parser)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    if not args.output.endswith(".keras"):
+        raise UsageError(f"--output must end in .keras, got {args.output}")
+    if args.input_size < 32:
+        raise UsageError(f"--input-size must be at least 32, got {args.input_size}")
+    from gmsop_keras.names import IMAGENET_BACKBONES, parse_head
+
+    if args.model not in IMAGENET_BACKBONES:  # before torch and TensorFlow load
+        raise UsageError(f"Unknown model: {args.model!r}. Valid models: {', '.join(IMAGENET_BACKBONES)}.")
+    if args.head is not None:
+        try:
+            parse_head(args.head)
+        except ValueError as error:
+            raise UsageError(str(error)) from None
+    state_dict = read_checkpoint(args.checkpoint, weights_only=not args.unsafe_load)
+    from pipelines.startup import load_tensorflow
+
+    load_tensorflow(args.debug)
+    from gmsop_keras.models.torch_weights import convert_state_dict
+
+    size = args.input_size
+    try:
+        model = convert_state_dict(state_dict, args.model, head=args.head, input_shape=(size, size, 3),
+                                   raw_images=True)
+    except ValueError as error:  # CheckpointMismatchError: what is missing, unexpected, mis-shaped
+        raise UsageError(str(error)) from None
+    directory = os.path.dirname(os.path.abspath(args.output))
+    os.makedirs(directory, exist_ok=True)
+    partial = os.path.join(directory, f".{os.path.basename(args.output)}.partial.keras")
+    model.save(partial)
+    os.replace(partial, args.output)  # a .keras file that exists is complete
+    print(args.output)
+    if args.saved_model:
+        from gmsop_keras.export import export_model
+
+        print(export_model(model, args.saved_model))
+    return 0
+
+
+def console_main():
+    """The `gmsop-convert-torch` console script."""
+    sys.exit(run_cli(main))
+
+
+if __name__ == "__main__":
+    console_main()
