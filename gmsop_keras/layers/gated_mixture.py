@@ -282,7 +282,9 @@ class GatedMixture(keras.layers.Layer):
         tile_component = ops.sum(ops.cast(padded_end[None, :] <= tile_start[:, None], "int32"), axis=1)
         tile_component = ops.minimum(tile_component, self.num_components - 1)  # trailing padding tiles
 
-        padded_positions = ops.concatenate([positions, ops.zeros_like(positions[:1])], axis=0)
+        # Padding, not concatenation: the gradient of a concatenation of gathered rows
+        # selects rows with a dynamic-shape `where`, which XLA fails to compile here.
+        padded_positions = ops.pad(positions, ((0, 1), (0, 0), (0, 0)))
         x = ops.take(padded_positions, sample_of_row, axis=0)  # (R, L, C)
         x = ops.reshape(x, (num_tiles, tile * length, channels))
         for kernel in self.component_kernels:
