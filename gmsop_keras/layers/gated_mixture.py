@@ -49,9 +49,15 @@ class GatedMixture(keras.layers.Layer):
     Dispatch: every sample uses exactly K components, so there are always
     `B * K` (sample, component) pairs. `"gather"` gathers each pair's kernels
     and runs only those pairs through one batched convolution, covariance and
-    square root; `"dense"` computes all N components for every sample and
-    multiplies by the (mostly zero) weights. Both give the same numbers
-    (components have no BatchNorm); `"auto"` gathers when `K < N`.
+    square root; `"grouped"` lays the pairs out component by component in
+    tiles that share one copy of a kernel (static shapes, some padding rows),
+    copying each pair's input map instead of its kernels; `"dense"` computes
+    all N components for every sample and multiplies by the (mostly zero)
+    weights. All give the same numbers (components have no BatchNorm).
+    `"auto"` gathers when `K < N`: measured on a CPU and an H200
+    (benchmarks/BENCHMARKS.md), grouping runs at the speed and memory of
+    gathering when a map is as large as a kernel (`L C` vs `C h`), as in the
+    paper's networks; it can pay only where the maps are smaller.
 
     While training, `routing_counts` (a non-trainable N-vector) accumulates
     how many samples each component received; the training callback reads
@@ -69,7 +75,7 @@ class GatedMixture(keras.layers.Layer):
         balance_loss_weight: `alpha` of the balance loss (Eq. 4).
         noise: gate noise, `"per_sample"`, `"per_component"` or `"none"`.
         num_iterations: Newton-Schulz iterations of every square root.
-        dispatch: `"auto"`, `"dense"` or `"gather"`.
+        dispatch: `"auto"`, `"dense"`, `"gather"` or `"grouped"`.
         seed: seed of the gate noise.
 
     Call arguments:
