@@ -278,8 +278,9 @@ class GatedMixture(keras.layers.Layer):
         one_hot = ops.one_hot(component, self.num_components, dtype="int32")  # (P, N)
         rank = ops.sum(ops.cumsum(one_hot, axis=0) * one_hot, axis=1) - 1  # place in its group
         counts = ops.sum(one_hot, axis=0)  # (N,)
-        padded_end = ops.cumsum((counts + tile - 1) // tile * tile)  # (N,)
-        row_of_pair = ops.take(padded_end - (counts + tile - 1) // tile * tile, component) + rank  # (P,)
+        padded_counts = (counts + tile - 1) // tile * tile
+        padded_end = ops.cumsum(padded_counts)  # (N,) each group's end row
+        row_of_pair = ops.take(padded_end - padded_counts, component) + rank  # (P,)
         # Sample of each row; padding rows read the extra all-zero map at index B.
         pair_of_row = ops.scatter(row_of_pair[:, None], ops.arange(1, num_pairs + 1, dtype="int32"), (num_rows,))
         sample_of_row = ops.where(pair_of_row > 0, (pair_of_row - 1) // self.top_k, batch)
@@ -288,8 +289,8 @@ class GatedMixture(keras.layers.Layer):
         tile_component = ops.sum(ops.cast(padded_end[None, :] <= tile_start[:, None], "int32"), axis=1)
         tile_component = ops.minimum(tile_component, self.num_components - 1)  # trailing padding tiles
 
-        # Padding, not concatenation: the gradient of a concatenation of gathered rows
-        # selects rows with a dynamic-shape `where`, which XLA fails to compile here.
+        # A pad, not a concatenation: TensorFlow's gradient of a concatenation fed by a
+        # gather selects rows with a dynamic-shape `where`, which XLA fails to compile.
         padded_positions = ops.pad(positions, ((0, 1), (0, 0), (0, 0)))
         x = ops.take(padded_positions, sample_of_row, axis=0)  # (R, L, C)
         x = ops.reshape(x, (num_tiles, tile * length, channels))
