@@ -8,7 +8,11 @@ from gmsop_keras.layers.noisy_top_k_gate import NOISE_MODES, NoisyTopKGate
 from gmsop_keras.ops import square_root_sop, triu_output_dim
 
 COMPONENTS = ("sop", "gap")
-DISPATCHES = ("auto", "dense", "gather")
+DISPATCHES = ("auto", "dense", "gather", "grouped")
+# The grouped dispatch pads at most (B * K) / GROUP_PADDING_DIVISOR rows, in tiles of at most
+# MAX_GROUP_TILE rows.
+GROUP_PADDING_DIVISOR = 16
+MAX_GROUP_TILE = 16
 DEFAULT_COMPONENT_DIMS = {"sop": (256, 128), "gap": (512,)}
 # As the backbones: moving statistics that settle within a short run (Keras' default is 0.99).
 BN_MOMENTUM = 0.9
@@ -45,9 +49,15 @@ class GatedMixture(keras.layers.Layer):
     Dispatch: every sample uses exactly K components, so there are always
     `B * K` (sample, component) pairs. `"gather"` gathers each pair's kernels
     and runs only those pairs through one batched convolution, covariance and
-    square root; `"dense"` computes all N components for every sample and
-    multiplies by the (mostly zero) weights. Both give the same numbers
-    (components have no BatchNorm); `"auto"` gathers when `K < N`.
+    square root; `"grouped"` lays the pairs out component by component in
+    tiles that share one copy of a kernel (static shapes, some padding rows),
+    copying each pair's input map instead of its kernels; `"dense"` computes
+    all N components for every sample and multiplies by the (mostly zero)
+    weights. All give the same numbers (components have no BatchNorm).
+    `"auto"` gathers when `K < N`: measured on a CPU and an H200
+    (benchmarks/BENCHMARKS.md), grouping runs at the speed and memory of
+    gathering when a map is as large as a kernel (`L C` vs `C h`), as in the
+    paper's networks; it can pay only where the maps are smaller.
 
     While training, `routing_counts` (a non-trainable N-vector) accumulates
     how many samples each component received; the training callback reads
@@ -65,7 +75,7 @@ class GatedMixture(keras.layers.Layer):
         balance_loss_weight: `alpha` of the balance loss (Eq. 4).
         noise: gate noise, `"per_sample"`, `"per_component"` or `"none"`.
         num_iterations: Newton-Schulz iterations of every square root.
-        dispatch: `"auto"`, `"dense"` or `"gather"`.
+        dispatch: `"auto"`, `"dense"`, `"gather"` or `"grouped"`.
         seed: seed of the gate noise.
 
     Call arguments:
@@ -214,8 +224,11 @@ class GatedMixture(keras.layers.Layer):
             outputs = self._components(positions[:, None], self.component_kernels)  # (B, N, D)
             return ops.einsum("bn,bnd->bd", weights, outputs)
         top_weights, indices = ops.top_k(weights, self.top_k, sorted=False)  # (B, K)
-        kernels = [ops.take(kernel, indices, axis=0) for kernel in self.component_kernels]  # (B, K, ., .)
-        outputs = self._components(positions[:, None], kernels)  # (B, K, D)
+        if self.dispatch == "gather":
+            kernels = [ops.take(kernel, indices, axis=0) for kernel in self.component_kernels]  # (B, K, ., .)
+            outputs = self._components(positions[:, None], kernels)  # (B, K, D)
+        else:
+            outputs = self._grouped_components(positions, indices)
         return ops.einsum("bk,bkd->bd", top_weights, outputs)
 
     def _gate_features(self, inputs, training):
@@ -244,6 +257,52 @@ class GatedMixture(keras.layers.Layer):
         pooled = square_root_sop(flat, self.num_iterations)
         return ops.reshape(pooled, (-1, num, self.output_dim))
 
+    def _grouped_components(self, positions, indices):
+        """Outputs `(B, K, D)` of the selected components, grouped by component.
+
+        The `P = B * K` (sample, component) pairs are laid out component by
+        component in rows, each component's group padded to a multiple of `T`
+        rows, so that every tile of `T` rows belongs to one component: one
+        copy of a kernel serves a whole tile, where `"gather"` copies it for
+        every pair. The layout has the static size `P + N (T - 1)` rows
+        (XLA needs static shapes); padding rows get an all-zero map (its
+        square root is zero, with finite gradients) and are never read back.
+        """
+        batch, length, channels = ops.shape(positions)
+        num_pairs = batch * self.top_k
+        tile = _group_tile(num_pairs, self.num_components)
+        num_tiles = (num_pairs + self.num_components * (tile - 1)) // tile
+        num_rows = num_tiles * tile
+
+        component = ops.reshape(indices, (-1,))  # (P,) pair p = b * K + k
+        one_hot = ops.one_hot(component, self.num_components, dtype="int32")  # (P, N)
+        rank = ops.sum(ops.cumsum(one_hot, axis=0) * one_hot, axis=1) - 1  # place in its group
+        counts = ops.sum(one_hot, axis=0)  # (N,)
+        padded_counts = (counts + tile - 1) // tile * tile
+        padded_end = ops.cumsum(padded_counts)  # (N,) each group's end row
+        row_of_pair = ops.take(padded_end - padded_counts, component) + rank  # (P,)
+        # Sample of each row; padding rows read the extra all-zero map at index B.
+        pair_of_row = ops.scatter(row_of_pair[:, None], ops.arange(1, num_pairs + 1, dtype="int32"), (num_rows,))
+        sample_of_row = ops.where(pair_of_row > 0, (pair_of_row - 1) // self.top_k, batch)
+        # Component of each tile: how many groups end at or before its first row.
+        tile_start = ops.arange(num_tiles, dtype="int32") * tile
+        tile_component = ops.sum(ops.cast(padded_end[None, :] <= tile_start[:, None], "int32"), axis=1)
+        tile_component = ops.minimum(tile_component, self.num_components - 1)  # trailing padding tiles
+
+        # A pad, not a concatenation: TensorFlow's gradient of a concatenation fed by a
+        # gather selects rows with a dynamic-shape `where`, which XLA fails to compile.
+        padded_positions = ops.pad(positions, ((0, 1), (0, 0), (0, 0)))
+        x = ops.take(padded_positions, sample_of_row, axis=0)  # (R, L, C)
+        x = ops.reshape(x, (num_tiles, tile * length, channels))
+        for kernel in self.component_kernels:
+            x = ops.relu(ops.matmul(x, ops.take(kernel, tile_component, axis=0)))  # (R / T, T L, h)
+        x = ops.reshape(x, (num_rows, length, self.component_dims[-1]))
+        if self.component == "gap":
+            rows = ops.mean(x, axis=1)
+        else:
+            rows = square_root_sop(x, self.num_iterations)  # (R, D)
+        return ops.reshape(ops.take(rows, row_of_pair, axis=0), (-1, self.top_k, self.output_dim))
+
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.output_dim)
 
@@ -263,3 +322,11 @@ class GatedMixture(keras.layers.Layer):
             "seed": self.seed,
         }
         return {**base_config, **config}
+
+
+def _group_tile(num_pairs, num_components):
+    """Rows per tile `T` of the grouped dispatch, so that the padding `N (T - 1)` is at most `P / 16`."""
+    tile = 1 + num_pairs // (GROUP_PADDING_DIVISOR * num_components)
+    if isinstance(tile, int):
+        return min(tile, MAX_GROUP_TILE)
+    return ops.minimum(tile, MAX_GROUP_TILE)

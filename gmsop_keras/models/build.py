@@ -60,7 +60,7 @@ def build_model(
         balance_loss_weight: `alpha` of the balance loss (paper: 100).
         num_iterations: Newton-Schulz iterations (paper: 5, official code: 3).
         noise: gate noise, `"per_sample"`, `"per_component"` or `"none"`.
-        dispatch: mixture dispatch, `"auto"`, `"dense"` or `"gather"`.
+        dispatch: mixture dispatch, `"auto"`, `"dense"`, `"gather"` or `"grouped"`.
         seed: seed of the gate noise.
         sop_channels: second-order heads reduce wider maps (WRN-36-2's 256
             channels) to this many with a 1x1 conv + BN + ReLU.

@@ -39,7 +39,7 @@ def oracle_components(layer, x):
 
 
 @pytest.mark.parametrize("component", ["sop", "gap"])
-@pytest.mark.parametrize("dispatch", ["dense", "gather"])
+@pytest.mark.parametrize("dispatch", ["dense", "gather", "grouped"])
 def test_gated_output_is_the_weighted_sum_of_the_selected_components(component, dispatch):
     layer = mixture(component, dispatch=dispatch)
     x = maps()
@@ -80,7 +80,7 @@ def test_gather_and_dense_dispatch_agree_in_values_and_gradients(component):
         np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5 * max(1.0, np.abs(a).max()), err_msg=w.path)
 
 
-@pytest.mark.parametrize("dispatch", ["dense", "gather"])
+@pytest.mark.parametrize("dispatch", ["dense", "gather", "grouped"])
 def test_only_the_selected_components_receive_gradient(dispatch):
     layer = mixture("sop", dispatch=dispatch)
     x = tf.constant(maps(batch=1, seed=3))
@@ -161,7 +161,7 @@ def test_routing_counts_accumulate_only_in_training():
 
 
 @pytest.mark.parametrize("component", ["sop", "gap"])
-@pytest.mark.parametrize("dispatch", ["dense", "gather"])
+@pytest.mark.parametrize("dispatch", ["dense", "gather", "grouped"])
 def test_traces_with_an_unknown_batch_size(component, dispatch):
     """model.fit on a tf.data input traces with batch None (train_on_batch does not)."""
     layer = mixture(component, dispatch=dispatch)
@@ -171,3 +171,67 @@ def test_traces_with_an_unknown_batch_size(component, dispatch):
     np.testing.assert_allclose(traced(tf.constant(x)).numpy(), expected, rtol=1e-5, atol=1e-6)
     unknown_size = tf.function(lambda t: layer(t), input_signature=[tf.TensorSpec((None, None, None, 8))])
     np.testing.assert_allclose(unknown_size(tf.constant(x)).numpy(), expected, rtol=1e-5, atol=1e-6)
+
+
+def value_and_gradients(layer, x, jit_compile=False):
+    """Output and gradients (input, every trainable weight) of a fixed loss of the output."""
+
+    @tf.function(jit_compile=jit_compile)
+    def step(t):
+        with tf.GradientTape() as tape:
+            tape.watch(t)
+            y = layer(t, training=True)
+            loss = tf.reduce_sum(y * tf.sin(tf.range(y.shape[-1], dtype=y.dtype)))
+            loss += tf.cast(tf.add_n(layer.losses), loss.dtype)
+        return y, tape.gradient(loss, [t, *layer.trainable_weights])
+
+    y, grads = step(x)
+    return y.numpy(), [tf.convert_to_tensor(g).numpy() for g in grads]
+
+
+@pytest.mark.parametrize("component", ["sop", "gap"])
+@pytest.mark.parametrize("batch, jit_compile", [(1, False), (40, False), (40, True)])
+def test_grouped_dispatch_equals_dense_and_gather_in_float64(component, batch, jit_compile):
+    """40 samples, K = 2 of N = 5: 80 pairs in tiles of 2 rows, so the padding is exercised."""
+    x = tf.constant(maps(batch=batch, seed=5).astype("float64"))
+    layers = {d: mixture(component, dispatch=d, dtype="float64") for d in ("dense", "gather", "grouped")}
+    for layer in layers.values():
+        layer(x)
+        layer.set_weights(layers["dense"].get_weights())
+    # The reference compiles alike: the balance loss is float32, and XLA fuses its ops differently.
+    y_ref, g_ref = value_and_gradients(layers["dense"], x, jit_compile=jit_compile)
+    for dispatch in ("gather", "grouped"):
+        y, grads = value_and_gradients(layers[dispatch], x, jit_compile=jit_compile)
+        np.testing.assert_allclose(y, y_ref, rtol=1e-10, atol=1e-12, err_msg=dispatch)
+        for a, b in zip(g_ref, grads):
+            np.testing.assert_allclose(b, a, rtol=1e-9, atol=1e-12 * max(1.0, np.abs(a).max()), err_msg=dispatch)
+
+
+@pytest.mark.parametrize("component", ["sop", "gap"])
+@pytest.mark.parametrize(
+    "indices",
+    [
+        [[3, 1]] * 40,  # every sample to the same two components: one group of 40, three empty
+        [[0, 4]] + [[1, 2]] * 39,  # groups of 1, 39, 39, 0, 1
+        [[4, 0]],  # one sample
+        np.zeros((0, 2), "int32"),  # no sample
+    ],
+    ids=["all-to-two", "skewed", "batch-1", "batch-0"],
+)
+def test_grouped_components_match_gathered_kernels_for_any_routing(component, indices):
+    layer = mixture(component, dtype="float64")
+    layer(maps(batch=1).astype("float64"))
+    indices = tf.constant(np.asarray(indices, "int32").reshape(-1, 2))
+    positions = tf.constant(np.random.default_rng(7).standard_normal((indices.shape[0], 25, 8)))
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(positions)
+        grouped = layer._grouped_components(positions, indices)
+        kernels = [tf.gather(kernel, indices) for kernel in layer.component_kernels]
+        gathered = layer._components(positions[:, None], kernels)
+        weights = tf.sin(tf.range(tf.size(grouped), dtype="float64"))
+        losses = [tf.reduce_sum(tf.reshape(out, [-1]) * weights) for out in (grouped, gathered)]
+    assert grouped.shape == (indices.shape[0], 2, OUT[component])
+    np.testing.assert_allclose(grouped.numpy(), gathered.numpy(), rtol=1e-10, atol=1e-12)
+    for source in (positions, *layer.component_kernels):
+        a, b = (tf.convert_to_tensor(tape.gradient(loss, source)).numpy() for loss in losses)
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)

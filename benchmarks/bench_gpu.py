@@ -1,0 +1,260 @@
+"""GPU training throughput of ResNet-18 by head, mixed precision and XLA on and off.
+
+Trains ResNet-18 at 64x64, batch 256, 1000 classes on random data that stays
+on the device, for a fixed number of steps, with the heads `gap`, `gap-512`,
+`sr-sop`, `gm-gap-16-8`, `ave-sop-16` and `gm-sop-16-8`, in float32 and
+`mixed_float16`, with XLA on (`jit_compile=True`) and off. Prints a table of
+images per second, peak device memory and the throughput ratios to `gap` and
+to `sr-sop`, and writes it (and the raw numbers as JSON) where asked.
+
+Needs only Keras, NumPy and one backend: JAX alone is enough. Every
+configuration runs in a fresh process, so that its peak memory is its own.
+XLA off under JAX means op-by-op execution (Keras compiles every step with
+XLA when `jit_compile` is true, and runs it op by op when false), which is
+slow: those configurations time fewer steps (`--eager-steps`).
+
+    KERAS_BACKEND=jax python benchmarks/bench_gpu.py           # the full table (< 5 min on an H100)
+    KERAS_BACKEND=jax python benchmarks/bench_gpu.py --smoke   # tiny shapes, a minute on a CPU
+    python benchmarks/bench_gpu.py --heads gap gm-sop-16-8 --xla on --precisions float32
+
+Paper (GTX 1080, batch 256, Caffe-style MatConvNet): 1470 / 800 / 670 / about
+335 images/s for ResNet-18-512d / GM-GAP-16-8 / SR-SOP / GM-SOP-16-8.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+HEADS = ("gap", "gap-512", "sr-sop", "gm-gap-16-8", "ave-sop-16", "gm-sop-16-8")
+PRECISIONS = ("float32", "mixed_float16")
+# Training speed on a GTX 1080 (paper Sec. 3.2), images per second at batch 256.
+PAPER_GTX1080 = {"gap-512": "1470", "gm-gap-16-8": "800", "sr-sop": "670", "gm-sop-16-8": "~335"}
+SMOKE = dict(batch=4, size=32, num_classes=10, steps=1, eager_steps=1, warmup=1)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--heads", nargs="+", default=list(HEADS),
+                        help="head names, or head:dispatch for a gated mixture (gm-sop-16-8:grouped)")
+    parser.add_argument("--precisions", nargs="+", default=list(PRECISIONS), choices=("float32", "mixed_float16", "mixed_bfloat16"))
+    parser.add_argument("--xla", nargs="+", default=["on", "off"], choices=("on", "off"))
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--size", type=int, default=64, help="image side")
+    parser.add_argument("--num-classes", type=int, default=1000)
+    parser.add_argument("--steps", type=int, default=20, help="timed steps with XLA on")
+    parser.add_argument("--eager-steps", type=int, default=3, help="timed steps with XLA off")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps first (the first compiles)")
+    parser.add_argument("--budget", type=float, default=280.0,
+                        help="seconds; configurations not started by then are listed as skipped")
+    parser.add_argument("--smoke", action="store_true",
+                        help=f"tiny shapes, one step, every head once, all in this process: {SMOKE}")
+    parser.add_argument("--output", help="markdown file for the table")
+    parser.add_argument("--json", help="JSON file for the raw results")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.smoke:
+        for key, value in SMOKE.items():
+            setattr(args, key, value)
+    for name in ("batch", "size", "num_classes", "steps", "eager_steps"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1. Received: {getattr(args, name)}")
+    return args
+
+
+def configurations(args):
+    """(head, precision, xla) in run order: XLA on first, the most asked-for numbers first.
+
+    `--smoke` runs every head once (float32, XLA on) and GM-SOP also in mixed
+    precision and with XLA off: every code path, in a minute on a CPU.
+    """
+    if args.smoke:
+        return [(head, "float32", "on") for head in HEADS] + [
+            ("gm-sop-16-8", "mixed_float16", "on"), ("gm-sop-16-8", "float32", "off")
+        ]
+    return [(head, precision, xla) for xla in args.xla for precision in args.precisions for head in args.heads]
+
+
+def run_one(args, head, precision, xla):
+    """Builds, compiles and trains one configuration in this process; returns its numbers."""
+    import keras
+    import numpy as np
+
+    from gmsop_keras.models import build_model
+
+    name, _, dispatch = head.partition(":")
+    options = {"dispatch": dispatch} if dispatch else {}
+    keras.mixed_precision.set_global_policy(precision)
+    try:
+        model = build_model(
+            "resnet18", name, num_classes=args.num_classes, input_shape=(args.size, args.size, 3), seed=0, **options
+        )
+        model.compile(
+            optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            jit_compile=xla == "on",
+        )
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    rng = np.random.default_rng(0)
+    images = keras.ops.convert_to_tensor(
+        rng.integers(0, 256, (args.batch, args.size, args.size, 3)).astype("float32")
+    )
+    labels = keras.ops.convert_to_tensor(rng.integers(0, args.num_classes, args.batch).astype("int32"))
+    start = time.perf_counter()
+    for _ in range(args.warmup):
+        model.train_on_batch(images, labels)
+    warmup_s = time.perf_counter() - start
+    steps = args.steps if xla == "on" else args.eager_steps
+    times, loss = [], None
+    for _ in range(steps):
+        start = time.perf_counter()
+        loss = model.train_on_batch(images, labels)  # returns a float: waits for the step
+        times.append(time.perf_counter() - start)
+    step_s = statistics.median(times)
+    return {
+        "head": head,
+        "precision": precision,
+        "xla": xla,
+        "params": model.count_params(),
+        "steps": steps,
+        "warmup_s": warmup_s,
+        "step_s": step_s,
+        "images_per_s": args.batch / step_s,
+        "peak_mib": peak_memory_mib(),
+        "loss": float(np.asarray(loss).reshape(-1)[0]),
+        "tensorflow_imported": "tensorflow" in sys.modules,
+    }
+
+
+def peak_memory_mib():
+    """Peak device memory of this process so far (MiB), or None where the backend does not say."""
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        stats = jax.local_devices()[0].memory_stats() or {}
+        peak = stats.get("peak_bytes_in_use")
+        return None if peak is None else peak / 2**20
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        device = "GPU:0" if tf.config.list_physical_devices("GPU") else "CPU:0"
+        return tf.config.experimental.get_memory_info(device)["peak"] / 2**20
+    if backend == "torch":
+        import torch
+
+        return torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
+    return None
+
+
+def environment():
+    import platform
+
+    import keras
+    import numpy as np
+
+    backend = keras.backend.backend()
+    info = {"backend": backend, "keras": keras.__version__, "numpy": np.__version__,
+            "python": platform.python_version(), "device": "CPU"}
+    if backend == "jax":
+        import jax
+
+        device = jax.local_devices()[0]
+        info.update(jax=jax.__version__, device=device.device_kind if device.platform == "gpu" else "CPU")
+    elif backend == "tensorflow":
+        import tensorflow as tf
+
+        info["tensorflow"] = tf.__version__
+        gpus = tf.config.list_physical_devices("GPU")
+        if gpus:
+            info["device"] = tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU")
+    return info
+
+
+def run_child(args, config):
+    """Runs one configuration in a fresh interpreter; returns its result or an error."""
+    head, precision, xla = config
+    command = [sys.executable, os.path.abspath(__file__), "--child", f"{head},{precision},{xla}",
+               "--batch", str(args.batch), "--size", str(args.size), "--num-classes", str(args.num_classes),
+               "--steps", str(args.steps), "--eager-steps", str(args.eager_steps), "--warmup", str(args.warmup)]
+    completed = subprocess.run(command, capture_output=True, text=True)
+    for line in completed.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT "):])
+    tail = (completed.stderr or completed.stdout).strip().splitlines()[-3:]
+    return {"head": head, "precision": precision, "xla": xla, "error": " | ".join(tail)}
+
+
+def table(args, results, info, skipped):
+    lines = [
+        f"- device: {info['device']}; backend {info['backend']}"
+        + (f" {info['jax']}" if "jax" in info else "") + (f" {info['tensorflow']}" if "tensorflow" in info else "")
+        + f", Keras {info['keras']}, NumPy {info['numpy']}, Python {info['python']}",
+        f"- ResNet-18, {args.size}x{args.size}, batch {args.batch}, {args.num_classes} classes, SGD momentum, "
+        f"random data resident on the device; median of {args.steps} steps with XLA on, {args.eager_steps} "
+        f"with XLA off, after {args.warmup} warm-up steps (the first compiles)",
+        "- peak: the process's peak device memory (weights, optimizer state, data and the step)",
+        "",
+        "| head | precision | XLA | params | img/s | / `gap` | / `sr-sop` | peak MiB | compile + warm-up (s) | paper img/s (GTX 1080) |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    by_key = {(r["head"], r["precision"], r["xla"]): r for r in results}
+    for result in results:
+        key = (result["precision"], result["xla"])
+        if "error" in result:
+            lines.append(f"| `{result['head']}` | {key[0]} | {key[1]} | failed: {result['error']} | | | | | | |")
+            continue
+        ratios = []
+        for reference in ("gap", "sr-sop"):
+            ref = by_key.get((reference, *key))
+            ratios.append(f"{result['images_per_s'] / ref['images_per_s']:.2f}" if ref and "error" not in ref else "-")
+        peak = "-" if result["peak_mib"] is None else f"{result['peak_mib']:.0f}"
+        lines.append(
+            f"| `{result['head']}` | {key[0]} | {key[1]} | {result['params'] / 1e6:.2f}M | "
+            f"{result['images_per_s']:.0f} | {ratios[0]} | {ratios[1]} | {peak} | {result['warmup_s']:.1f} | "
+            f"{PAPER_GTX1080.get(result['head'].partition(':')[0], '-')} |"
+        )
+    for head, precision, xla in skipped:
+        lines.append(f"| `{head}` | {precision} | {xla} | skipped: over the {args.budget:.0f} s budget | | | | | | |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.child:
+        head, precision, xla = args.child.split(",")
+        print("RESULT " + json.dumps(run_one(args, head, precision, xla)), flush=True)
+        return
+    start = time.perf_counter()
+    results, skipped = [], []
+    for config in configurations(args):
+        if time.perf_counter() - start > args.budget:
+            skipped.append(config)
+            continue
+        # --smoke runs in this process: its peak memory is the running peak, not per configuration.
+        result = run_one(args, *config) if args.smoke else run_child(args, config)
+        results.append(result)
+        shown = "error: " + result["error"] if "error" in result else f"{result['images_per_s']:.0f} img/s"
+        print(f"{' '.join(config)}: {shown} ({time.perf_counter() - start:.0f} s)", flush=True)
+    info = environment()
+    text = table(args, results, info, skipped)
+    print(text)
+    if args.output:
+        with open(args.output, "w") as f:
+            f.write(text)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"environment": info, "results": results, "skipped": skipped,
+                       "total_s": time.perf_counter() - start}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
