@@ -18,6 +18,7 @@ import re
 import yaml
 
 from gmsop_keras.errors import UsageError, add_debug_flag
+from gmsop_keras.names import DISPATCHES
 from gmsop_keras.recipes import paper_recipe
 
 
@@ -76,7 +77,7 @@ OPTIONS = (
     Option("noise", "str", None, "gate noise", choices=("per_sample", "per_component", "none"), model_option=True),
     Option("dropout", "float", None, "dropout before the classifier (0.2; 0.4 for WRN GM-SOP)", low=0, high=1,
            high_open=True, model_option=True),
-    Option("dispatch", "str", None, "top-K dispatch of the mixture", choices=("auto", "dense", "gather"),
+    Option("dispatch", "str", None, "top-K dispatch of the mixture", choices=DISPATCHES,
            model_option=True),
     Option("last_stride", "int", None, "stride of the last stage", choices=(1, 2), model_option=True),
     Option("gsop_stages", "ints", None, "GSoP blocks in the last block of these stages (1-4)", low=1, high=4,

@@ -13,6 +13,9 @@ SMALL_IMAGE_BACKBONES = ("resnet18", "resnet50", "wrn-36-2")
 # `gmsop_keras.models.imagenet_resnets.IMAGENET_MODELS`: the seed family's ImageNet ResNet-50s.
 IMAGENET_BACKBONES = ("resnet50-imagenet", "gsop1-resnet50", "gsop2-resnet50", "gauss-resnet50", "resnet50-3g")
 
+# `gmsop_keras.layers.GatedMixture(dispatch=...)`: how the top-K components are computed.
+DISPATCHES = ("auto", "dense", "gather", "grouped")
+
 CANONICAL_HEADS = (
     "gap",
     "gap-512",

@@ -5,10 +5,10 @@ from keras import ops
 
 from gmsop_keras.layers.initializers import stacked_initializer
 from gmsop_keras.layers.noisy_top_k_gate import NOISE_MODES, NoisyTopKGate
+from gmsop_keras.names import DISPATCHES
 from gmsop_keras.ops import square_root_sop, triu_output_dim
 
 COMPONENTS = ("sop", "gap")
-DISPATCHES = ("auto", "dense", "gather", "grouped")
 # The grouped dispatch pads at most (B * K) / GROUP_PADDING_DIVISOR rows, in tiles of at most
 # MAX_GROUP_TILE rows.
 GROUP_PADDING_DIVISOR = 16
