@@ -19,7 +19,9 @@ def test_one_weight_in_0_1_per_position():
     out = keras.ops.convert_to_numpy(layer(x))
     ratio = out / x
     np.testing.assert_allclose(ratio, np.repeat(ratio[..., :1], 8, axis=-1), rtol=1e-4)
-    assert ((ratio > 0) & (ratio < 1)).all()
+    # In (0, 1) mathematically; in float32 a far-out position's weight can underflow to 0 (or round
+    # to 1), as it did with JAX's random draw of the learned scale.
+    assert ((ratio >= 0) & (ratio <= 1)).all() and 0 < np.median(ratio) < 1
     _, weights = layer.reweight(x)
     np.testing.assert_allclose(ratio[..., 0], keras.ops.convert_to_numpy(weights), rtol=1e-4)
 
