@@ -18,14 +18,13 @@ import argparse
 import os
 import statistics
 import sys
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench_models import build  # noqa: E402  (benchmarks/bench_models.py)
-from machine import environment  # noqa: E402
+from machine import environment, interleaved_step_times  # noqa: E402
 
 VARIANTS = ("ave-sop-16", "gm-sop-16-8:dense", "gm-sop-16-8:gather", "gm-sop-16-8:grouped")
 
@@ -60,14 +59,8 @@ def measure(args, batch):
         peaks[variant] = (tf.config.experimental.get_memory_info("CPU:0")["peak"] - before) / 2**20
         models[variant] = model
         print(f"batch {batch}: {variant} ready, peak {peaks[variant]:.0f} MiB", flush=True)
-    times = {variant: [] for variant in args.variants}
     load = [os.getloadavg()[0]]
-    for round_index in range(args.rounds):
-        shift = round_index % len(args.variants)
-        for variant in args.variants[shift:] + args.variants[:shift]:
-            start = time.perf_counter()
-            models[variant].train_on_batch(images, labels)
-            times[variant].append(time.perf_counter() - start)
+    times = interleaved_step_times(models, args.variants, args.rounds, images, labels)
     load.append(os.getloadavg()[0])
     return times, peaks, load
 

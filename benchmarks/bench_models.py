@@ -27,7 +27,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from machine import environment  # noqa: E402  (benchmarks/machine.py)
+from machine import environment, interleaved_step_times  # noqa: E402  (benchmarks/machine.py)
 
 DEFAULT_VARIANTS = (
     "gap",
@@ -99,16 +99,11 @@ def run(args):
         print(f"ready {variant:22s} {models[variant].count_params() / 1e6:6.2f}M params, "
               f"build + trace + warm-up {build_seconds[variant]:.1f}s", flush=True)
 
-    times = {variant: [] for variant in args.variants}
     load_start = os.getloadavg()
-    for round_index in range(args.rounds):
-        shift = round_index % len(args.variants)
-        for variant in args.variants[shift:] + args.variants[:shift]:
-            start = time.perf_counter()
-            models[variant].train_on_batch(images, labels)
-            times[variant].append(time.perf_counter() - start)
-        print(f"round {round_index + 1}/{args.rounds}: "
-              + ", ".join(f"{v} {times[v][-1]:.3f}s" for v in args.variants), flush=True)
+    times = interleaved_step_times(
+        models, args.variants, args.rounds, images, labels,
+        on_round=lambda index, times: print(f"round {index + 1}/{args.rounds}: " + ", ".join(
+            f"{v} {times[v][-1]:.3f}s" for v in args.variants), flush=True))
     load_end = os.getloadavg()
 
     medians = {variant: statistics.median(values) for variant, values in times.items()}

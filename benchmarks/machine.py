@@ -1,6 +1,7 @@
 """What the benchmark scripts record about the machine they ran on."""
 
 import platform
+import time
 
 
 def cpu_name():
@@ -32,3 +33,18 @@ def environment():
         "numpy": np.__version__,
         "python": platform.python_version(),
     }
+
+
+def interleaved_step_times(models, variants, rounds, images, labels, on_round=None):
+    """{variant: [seconds of one training step per round]}, the variants rotated every round so
+    that a shared machine's drifts hit all of them alike; `on_round(index, times)` after each."""
+    times = {variant: [] for variant in variants}
+    for index in range(rounds):
+        shift = index % len(variants)
+        for variant in variants[shift:] + variants[:shift]:
+            start = time.perf_counter()
+            models[variant].train_on_batch(images, labels)
+            times[variant].append(time.perf_counter() - start)
+        if on_round:
+            on_round(index, times)
+    return times
