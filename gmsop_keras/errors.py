@@ -18,6 +18,11 @@ def add_debug_flag(parser):
     return parser
 
 
+def debug_requested(argv=None):
+    """Whether the command line (`argv`, default `sys.argv[1:]`) asks for `--debug`."""
+    return "--debug" in (sys.argv[1:] if argv is None else argv)
+
+
 def run_cli(main, argv=None, interrupted="interrupted"):
     """Runs `main(argv)` and turns the project's own expected errors into one line on stderr.
 
@@ -28,7 +33,7 @@ def run_cli(main, argv=None, interrupted="interrupted"):
     """
     from pipelines.errors import DataError
 
-    debug = "--debug" in (sys.argv[1:] if argv is None else argv)
+    debug = debug_requested(argv)
     try:
         return main(argv)
     except (UsageError, DataError, TrainingDiverged) as error:

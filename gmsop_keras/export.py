@@ -240,23 +240,15 @@ def find_manifest(data_dir, model_dir):
 
 def _config_data_dirs(model_dir):
     """Dataset folders a model dir's `config.yaml` points at (`data_dir`, `dataset`, the synthetic cache)."""
-    import yaml
+    from gmsop_keras.config import read_saved_config
+    from gmsop_keras.training import synthetic_dir
 
-    from gmsop_keras.config import CONFIG_FILE
-
-    path = os.path.join(model_dir, CONFIG_FILE)
-    if not os.path.isfile(path):
+    config = read_saved_config(model_dir)
+    if config is None:
         return []
-    with open(path) as f:
-        config = yaml.safe_load(f) or {}
     candidates = [config.get("data_dir"), config.get("dataset")]
-    if config.get("dataset") == "synthetic" and not config.get("data_dir"):
-        # Where `fit` converts the built-in synthetic set (gmsop_keras.fit.resolve_data_dir).
-        from gmsop_keras.fit import SYNTHETIC_CACHE
-
-        options = config.get("synthetic") or {}
-        candidates.append(os.path.join(
-            SYNTHETIC_CACHE, "synthetic-" + "-".join(f"{k}{v}" for k, v in sorted(options.items()))))
+    if config.get("dataset") == "synthetic":
+        candidates.append(synthetic_dir(config))  # where `fit` converts the built-in synthetic set
     return [c for c in candidates if isinstance(c, str) and os.path.isdir(c)]
 
 

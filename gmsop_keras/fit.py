@@ -17,9 +17,9 @@ import os
 import sys
 
 from gmsop_keras.config import check_model_dir, resolve_config, write_config
-from gmsop_keras.errors import TrainingDiverged, UsageError, run_cli
+from gmsop_keras.errors import TrainingDiverged, UsageError, debug_requested, run_cli
 from gmsop_keras.run_state import FINAL_MODEL, RunDirectory, save_model
-from gmsop_keras.training import SYNTHETIC_CACHE, keras_verbosity  # noqa: F401  (SYNTHETIC_CACHE: re-exported)
+from gmsop_keras.training import keras_verbosity
 
 
 def main(argv=None):
@@ -28,7 +28,7 @@ def main(argv=None):
     from gmsop_keras import training
 
     config = resolve_config(argv)
-    debug = "--debug" in (sys.argv[1:] if argv is None else argv)
+    debug = debug_requested(argv)
     data_dir, manifest = training.locate_data(config)
     if manifest is not None:
         training.steps_per_epoch(config, manifest, data_dir)
@@ -58,10 +58,10 @@ def main(argv=None):
                 f"--batch-size {config['batch_size']} is not divisible by the {replicas} replicas; "
                 f"use a multiple of {replicas}"
             )
-        return train(config, run, data_dir, strategy, is_chief(), devices_line())
+        return train(config, run, data_dir, manifest, strategy, is_chief(), devices_line())
 
 
-def train(config, run, data_dir, strategy, chief, devices):
+def train(config, run, data_dir, manifest, strategy, chief, devices):
     import keras
 
     import gmsop_keras.layers  # noqa: F401  (registers the layers: final.keras is loaded back below)
@@ -72,7 +72,7 @@ def train(config, run, data_dir, strategy, chief, devices):
     keras.utils.set_random_seed(config["seed"])
     if config["mixed_precision"]:
         keras.mixed_precision.set_global_policy("mixed_float16")
-    manifest = training.prepare_data(config, data_dir)
+    manifest = training.prepare_data(config, data_dir, manifest)
     train_data, validation, manifest, steps = training.make_inputs(config, data_dir, manifest)
     jit_compile = _jit_compile(config["jit_compile"], strategy)
     with strategy.scope():

@@ -44,10 +44,13 @@ def locate_data(config):
     return data_dir, manifest
 
 
-def prepare_data(config, data_dir):
-    """The manifest of `data_dir`, converting the synthetic set on first use."""
+def prepare_data(config, data_dir, manifest=None):
+    """The manifest of `data_dir` (`manifest`, when `locate_data` already read it), converting the
+    synthetic set on first use."""
     import pipelines
 
+    if manifest is not None:
+        return manifest
     if config["dataset"] == "synthetic":
         pipelines.ensure_synthetic(data_dir, progress=True, **(config.get("synthetic") or {}))
     return pipelines.read_manifest(data_dir)

@@ -121,8 +121,9 @@ def main(argv=None):
                 "max_trials": max_trials}
     _check_directory(directory, settings, overwrite=args.overwrite)
     keras.utils.set_random_seed(config["seed"])
-    data_dir, _ = locate_data(config)
-    train, validation, manifest, steps_per_epoch = make_inputs(config, data_dir, prepare_data(config, data_dir))
+    data_dir, manifest = locate_data(config)
+    train, validation, manifest, steps_per_epoch = make_inputs(
+        config, data_dir, prepare_data(config, data_dir, manifest))
     hypermodel = GMSOPHyperModel(config, train.element_spec[0].shape[1:], manifest["num_classes"], steps_per_epoch)
     tuner = make_tuner(kind, hypermodel, space, directory, max_trials=max_trials, max_epochs=config["epochs"],
                        strategy=strategy, seed=config["seed"], overwrite=args.overwrite)
