@@ -4,7 +4,7 @@ import keras
 from keras import ops
 
 from gmsop_keras.layers.initializers import stacked_initializer
-from gmsop_keras.layers.noisy_top_k_gate import NOISE_MODES, NoisyTopKGate
+from gmsop_keras.layers.noisy_top_k_gate import GATE_INITS, NOISE_MODES, NoisyTopKGate
 from gmsop_keras.names import DISPATCHES
 from gmsop_keras.ops import square_root_sop, triu_output_dim
 
@@ -15,6 +15,7 @@ GROUP_PADDING_DIVISOR = 16
 MAX_GROUP_TILE = 16
 DEFAULT_COMPONENT_DIMS = {"sop": (256, 128), "gap": (512,)}
 # As the backbones: moving statistics that settle within a short run (Keras' default is 0.99).
+# The official code's 0.7 (see `gmsop_keras.models.build_model`'s `bn_momentum`) is an argument.
 BN_MOMENTUM = 0.9
 BN_EPSILON = 1e-5
 
@@ -33,15 +34,18 @@ class GatedMixture(keras.layers.Layer):
     256 + BN + ReLU, 1x1 conv 128 + BN + ReLU, then SR-SOP or GAP), as in the
     official code.
 
-    One departure from the official code: the gate's input features are
-    standardised by a BatchNorm without learned scale or offset, and divided
-    by sqrt(D) so that their squared norm is about 1 whatever D is. A fresh
-    network's pooled features barely differ between samples, so without it
-    the shared part decides the routing and a fresh GM-SOP gate sends a batch
-    to a few components (load coefficient of variation 0.65-0.86 over 16
+    One departure from the official code, a switch (`gate_input_norm`, on by
+    default): the gate's input features are standardised by a BatchNorm
+    without learned scale or offset, and divided by sqrt(D) so that their
+    squared norm is about 1 whatever D is. A fresh network's pooled features
+    barely differ between samples, so without it the shared part decides the
+    routing and a fresh GM-SOP gate with random kernels sends a batch to a
+    few components (load coefficient of variation 0.65-0.86 over 16
     components, 3-4 of them unused); with it the load is even from the first
-    step (0.1, none unused), which the official code got from random
-    tie-breaking of constant weights.
+    step (0.1, none unused). `gate_input_norm=False` feeds the gate the raw
+    pooled prediction features, as the official code does; its even start
+    came from constant gate kernels with random tie-breaking
+    (`gate_init="constant"`).
 
     With `top_k=None` there is no gate: the output is the plain mean of all N
     components (the paper's Ave-SOP-N / Ave-GAP-N).
@@ -76,6 +80,13 @@ class GatedMixture(keras.layers.Layer):
         noise: gate noise, `"per_sample"`, `"per_component"` or `"none"`.
         num_iterations: Newton-Schulz iterations of every square root.
         dispatch: `"auto"`, `"dense"`, `"gather"` or `"grouped"`.
+        gate_input_norm: standardise the gate's input (see above); `False`
+            is the official code.
+        gate_init: the gate kernels' start, `"random"` or `"constant"` (the
+            official code's `1/d`, ties broken at random while training; see
+            `NoisyTopKGate`).
+        bn_momentum: momentum of the prediction layers' BatchNorms (and of
+            the gate input's standardisation), Keras' convention.
         seed: seed of the gate noise.
 
     Call arguments:
@@ -109,6 +120,9 @@ class GatedMixture(keras.layers.Layer):
         num_iterations=5,
         dispatch="auto",
         kernel_initializer="he_normal",
+        gate_input_norm=True,
+        gate_init="random",
+        bn_momentum=BN_MOMENTUM,
         seed=None,
         **kwargs,
     ):
@@ -120,6 +134,16 @@ class GatedMixture(keras.layers.Layer):
             raise ValueError(f"`dispatch` must be one of {DISPATCHES}. Received: dispatch={dispatch!r}")
         if noise not in NOISE_MODES:
             raise ValueError(f"`noise` must be one of {NOISE_MODES}. Received: noise={noise!r}")
+        if gate_init not in GATE_INITS:
+            raise ValueError(f"`gate_init` must be one of {GATE_INITS}. Received: gate_init={gate_init!r}")
+        if not isinstance(gate_input_norm, bool):
+            raise ValueError(
+                f"`gate_input_norm` must be True or False. Received: gate_input_norm={gate_input_norm!r}"
+            )
+        if isinstance(bn_momentum, bool) or not isinstance(bn_momentum, (int, float)) or not 0 <= bn_momentum < 1:
+            raise ValueError(
+                f"`bn_momentum` must be in [0, 1) (Keras' convention). Received: bn_momentum={bn_momentum!r}"
+            )
         if not isinstance(num_components, int) or num_components < 1:
             raise ValueError(f"`num_components` must be a positive integer. Received: num_components={num_components}")
         if top_k is not None and not (isinstance(top_k, int) and 1 <= top_k <= num_components):
@@ -142,13 +166,16 @@ class GatedMixture(keras.layers.Layer):
         self.num_iterations = num_iterations
         self.dispatch = dispatch
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.standardize_gate_input = gate_input_norm
+        self.gate_init = gate_init
+        self.bn_momentum = float(bn_momentum)
         self.seed = seed
         if component == "sop":
             self.output_dim = triu_output_dim(component_dims[-1])
         else:
             self.output_dim = component_dims[-1]
 
-        self.gate_convs, self.gate_norms, self.gate = [], [], None
+        self.gate_convs, self.gate_norms, self.gate, self.gate_input_norm = [], [], None, None
         if top_k is not None:
             for i, width in enumerate(self.gate_dims):
                 self.gate_convs.append(
@@ -159,18 +186,20 @@ class GatedMixture(keras.layers.Layer):
                 )
                 self.gate_norms.append(
                     keras.layers.BatchNormalization(
-                        momentum=BN_MOMENTUM, epsilon=BN_EPSILON, dtype=self.dtype_policy, name=f"gate_bn_{i}"
+                        momentum=self.bn_momentum, epsilon=BN_EPSILON, dtype=self.dtype_policy,
+                        name=f"gate_bn_{i}",
                     )
                 )
-            # Departure from the official code (see the class docstring): the gate's
-            # input is standardised, without learned scale or offset.
-            self.gate_input_norm = keras.layers.BatchNormalization(
-                momentum=BN_MOMENTUM, epsilon=BN_EPSILON, center=False, scale=False,
-                dtype=self.dtype_policy, name="gate_input_bn",
-            )
+            if gate_input_norm:
+                # Departure from the official code (see the class docstring): the gate's
+                # input is standardised, without learned scale or offset.
+                self.gate_input_norm = keras.layers.BatchNormalization(
+                    momentum=self.bn_momentum, epsilon=BN_EPSILON, center=False, scale=False,
+                    dtype=self.dtype_policy, name="gate_input_bn",
+                )
             self.gate = NoisyTopKGate(
                 num_components, top_k, balance_loss_weight=balance_loss_weight, noise=noise,
-                seed=seed, dtype=self.dtype_policy, name="gate",
+                gate_init=gate_init, seed=seed, dtype=self.dtype_policy, name="gate",
             )
 
     def build(self, input_shape):
@@ -206,7 +235,8 @@ class GatedMixture(keras.layers.Layer):
                 shape = conv.compute_output_shape(shape)
                 norm.build(shape)
             gate_features = triu_output_dim(shape[-1]) if self.component == "sop" else shape[-1]
-            self.gate_input_norm.build((input_shape[0], gate_features))
+            if self.gate_input_norm is not None:
+                self.gate_input_norm.build((input_shape[0], gate_features))
             self.gate.build((input_shape[0], gate_features))
 
     def call(self, inputs, training=None):
@@ -239,6 +269,8 @@ class GatedMixture(keras.layers.Layer):
             features = square_root_sop(x, self.num_iterations)
         else:
             features = ops.mean(x, axis=(1, 2))
+        if self.gate_input_norm is None:
+            return features
         # Standardised, then scaled to unit mean square norm: with unit variance per
         # feature an SGD step would move the logits by lr * D times their gradient
         # (D = 8256 for GM-SOP), and the gate's softmax collapses within an epoch.
@@ -319,6 +351,9 @@ class GatedMixture(keras.layers.Layer):
             "num_iterations": self.num_iterations,
             "dispatch": self.dispatch,
             "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+            "gate_input_norm": self.standardize_gate_input,
+            "gate_init": self.gate_init,
+            "bn_momentum": self.bn_momentum,
             "seed": self.seed,
         }
         return {**base_config, **config}

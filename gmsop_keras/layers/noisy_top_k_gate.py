@@ -6,6 +6,7 @@ from keras import ops
 from gmsop_keras.layers.initializers import centred_normal
 
 NOISE_MODES = ("per_sample", "per_component", "none")
+GATE_INITS = ("random", "constant")
 
 
 def balance_loss(gate_weights, balance_loss_weight):
@@ -27,9 +28,22 @@ def balance_loss(gate_weights, balance_loss_weight):
     return balance_loss_weight * variance / (ops.square(mean) + 1e-10) / batch
 
 
-def top_k_softmax(logits, top_k):
-    """Softmax over the `top_k` largest logits of each row; the others get exactly 0 (Eq. 3)."""
-    _, indices = ops.top_k(logits, top_k, sorted=False)
+def top_k_softmax(logits, top_k, seed=None):
+    """Softmax over the `top_k` largest logits of each row; the others get exactly 0 (Eq. 3).
+
+    `ops.top_k` keeps the lowest indices among tied logits. With a `seed` (an
+    int or a `keras.random.SeedGenerator`) exactly tied logits are chosen
+    uniformly at random instead: each row's components are visited in a fresh
+    random order (the argsort of uniform draws), the top K taken in that order,
+    and the indices mapped back. Only the selection is permuted; the weights,
+    and so the gradients, are the softmax of the unpermuted logits.
+    """
+    if seed is None:
+        _, indices = ops.top_k(logits, top_k, sorted=False)
+    else:
+        order = ops.argsort(keras.random.uniform(ops.shape(logits), seed=seed), axis=-1)  # (B, N)
+        _, slots = ops.top_k(ops.take_along_axis(logits, order, axis=-1), top_k, sorted=False)
+        indices = ops.take_along_axis(order, slots, axis=-1)
     selected = ops.sum(ops.one_hot(indices, ops.shape(logits)[-1], dtype=logits.dtype), axis=-2)
     masked = ops.where(selected > 0, logits, ops.full_like(logits, float("-inf")))
     return ops.softmax(masked, axis=-1)
@@ -48,20 +62,25 @@ class NoisyTopKGate(keras.layers.Layer):
     When training, the balance loss (Eq. 4, see `balance_loss`) is added with
     `add_loss`.
 
-    Initialisation: the official code sets `W_g = W_n = 1/d` and relies on
-    random tie-breaking; `ops.top_k` breaks ties by index, which would send
-    every sample to the same first components. Here both kernels are random
-    and each column has zero mean over the input features, so that a feature
-    shared by all samples (the mean of ReLU or covariance features) does not
-    decide the routing: a fresh gate already spreads a batch over all
-    components.
+    Initialisation (`gate_init`): `"random"` (default) draws both kernels
+    normal with standard deviation `1/sqrt(d)` and centres each column over
+    the `d` input features, so that a feature shared by all samples (the mean
+    of ReLU or covariance features) does not decide the routing: a fresh gate
+    already spreads a batch over all components. `"constant"` is the official
+    code's `W_g = W_n = 1/d` (`H_x.m`, `initParams`), under which every logit
+    of a sample ties; while training, the top K are then picked uniformly at
+    random among exactly tied logits (`top_k_softmax` with a seed), as the
+    official `gating.m` does, so a fresh gate still spreads a batch over the
+    components. At inference ties go to the lowest indices, so predictions
+    and exported models are deterministic.
 
     Args:
         num_components: `N`, the number of components to choose from.
         top_k: `K`, how many each sample uses; `1 <= K <= N`.
         balance_loss_weight: `alpha` of Eq. 4 (100 in the paper); 0 disables it.
         noise: `"per_sample"`, `"per_component"` or `"none"`.
-        seed: seed of the gate noise.
+        gate_init: `"random"` or `"constant"` (the official code's `1/d`).
+        seed: seed of the gate noise (and of the tie-break).
 
     Call arguments:
         inputs: prediction features `f`, shape `(batch, features)`.
@@ -80,6 +99,7 @@ class NoisyTopKGate(keras.layers.Layer):
         top_k,
         balance_loss_weight=100.0,
         noise="per_sample",
+        gate_init="random",
         seed=None,
         **kwargs,
     ):
@@ -100,10 +120,13 @@ class NoisyTopKGate(keras.layers.Layer):
             )
         if noise not in NOISE_MODES:
             raise ValueError(f"`noise` must be one of {NOISE_MODES}. Received: noise={noise!r}")
+        if gate_init not in GATE_INITS:
+            raise ValueError(f"`gate_init` must be one of {GATE_INITS}. Received: gate_init={gate_init!r}")
         self.num_components = num_components
         self.top_k = top_k
         self.balance_loss_weight = float(balance_loss_weight)
         self.noise = noise
+        self.gate_init = gate_init
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
 
@@ -112,12 +135,11 @@ class NoisyTopKGate(keras.layers.Layer):
         if features is None:
             raise ValueError(f"The number of gate features must be known. Received: input_shape={input_shape}")
         shape = (features, self.num_components)
-        stddev = features**-0.5
-        self.gate_kernel = self.add_weight(shape=shape, initializer=centred_normal(stddev), name="gate_kernel")
+        self.gate_kernel = self.add_weight(shape=shape, initializer=self._initializer(features), name="gate_kernel")
         self.noise_kernel = None
         if self.noise != "none":
             self.noise_kernel = self.add_weight(
-                shape=shape, initializer=centred_normal(stddev), name="noise_kernel"
+                shape=shape, initializer=self._initializer(features), name="noise_kernel"
             )
 
     def call(self, inputs, training=None):
@@ -127,10 +149,16 @@ class NoisyTopKGate(keras.layers.Layer):
             shape = (batch, 1) if self.noise == "per_sample" else (batch, self.num_components)
             gamma = keras.random.normal(shape, dtype=logits.dtype, seed=self.seed_generator)
             logits = logits + gamma * ops.softplus(ops.matmul(inputs, self.noise_kernel))
-        weights = top_k_softmax(logits, self.top_k)
+        tie_break = self.seed_generator if training and self.gate_init == "constant" else None
+        weights = top_k_softmax(logits, self.top_k, seed=tie_break)
         if training and self.balance_loss_weight > 0:
             self.add_loss(balance_loss(weights, self.balance_loss_weight))
         return weights
+
+    def _initializer(self, features):
+        if self.gate_init == "constant":
+            return keras.initializers.Constant(1.0 / features)
+        return centred_normal(features**-0.5)
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.num_components)
@@ -142,6 +170,7 @@ class NoisyTopKGate(keras.layers.Layer):
             "top_k": self.top_k,
             "balance_loss_weight": self.balance_loss_weight,
             "noise": self.noise,
+            "gate_init": self.gate_init,
             "seed": self.seed,
         }
         return {**base_config, **config}

@@ -235,3 +235,62 @@ def test_grouped_components_match_gathered_kernels_for_any_routing(component, in
     for source in (positions, *layer.component_kernels):
         a, b = (tf.convert_to_tensor(tape.gradient(loss, source)).numpy() for loss in losses)
         np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+
+
+def test_gate_input_norm_switch_feeds_the_gate_standardised_or_raw_features():
+    x = maps(batch=8)
+    on = mixture("sop", gate_input_norm=True)
+    off = mixture("sop", gate_input_norm=False)
+    on(x)
+    off(x)
+    assert on.gate_input_norm is not None and off.gate_input_norm is None
+    assert "gate_input_bn" in [w.path.split("/")[-2] for w in on.weights]
+    assert not any("gate_input_bn" in w.path for w in off.weights)
+    raw = keras.ops.convert_to_numpy(off._gate_features(x, training=True))
+    # Off: the raw SR-SOP vector of the prediction layers' map (non-negative diagonal entries).
+    assert raw.shape == (8, 10) and raw.std(axis=0).mean() > 0
+    standardised = keras.ops.convert_to_numpy(on._gate_features(x, training=True))
+    # On: batch-standardised (zero mean, unit variance per feature), then / sqrt(D).
+    np.testing.assert_allclose(standardised.mean(axis=0), 0.0, atol=1e-5)
+    np.testing.assert_allclose((standardised**2).sum(axis=1).mean(), 1.0, rtol=1e-2)
+
+
+def test_switches_are_serialised_and_old_configs_load_with_the_defaults():
+    layer = mixture("gap", gate_input_norm=False, gate_init="constant", bn_momentum=0.7)
+    config = layer.get_config()
+    assert (config["gate_input_norm"], config["gate_init"], config["bn_momentum"]) == (False, "constant", 0.7)
+    clone = GatedMixture.from_config(config)
+    assert clone.gate_input_norm is None and clone.gate.gate_init == "constant"
+    for key in ("gate_input_norm", "gate_init", "bn_momentum"):
+        config.pop(key)
+    old = GatedMixture.from_config(config)
+    assert old.standardize_gate_input is True and old.gate.gate_init == "random" and old.bn_momentum == 0.9
+
+
+@pytest.mark.parametrize("momentum", [0.9, 0.7])
+def test_bn_momentum_reaches_every_batch_norm_of_the_mixture(momentum):
+    layer = mixture("sop", bn_momentum=momentum)
+    layer(maps())
+    norms = layer.gate_norms + [layer.gate_input_norm]
+    assert len(norms) == 3 and all(norm.momentum == momentum for norm in norms)
+
+
+def test_constant_gate_init_spreads_a_fresh_mixture_over_all_components():
+    """The official code's start: W_g = W_n = 1/d, raw gate input, ties broken at random."""
+    layer = GatedMixture(16, 8, component="gap", gate_input_norm=False, gate_init="constant", seed=0)
+    x = np.maximum(np.random.default_rng(2).standard_normal((32, 8, 8, 32)) + 0.5, 0).astype("float32")
+    layer(x[:2])
+    np.testing.assert_array_equal(np.array(layer.gate.gate_kernel), 1.0 / 128)
+    weights = keras.ops.convert_to_numpy(layer.gate(layer._gate_features(x, True), training=True))
+    np.testing.assert_allclose(weights[weights > 0], 1.0 / 8, rtol=1e-5)  # every logit ties
+    load = (weights > 0).sum(axis=0)  # 256 picks, 16 per component on average
+    assert (load > 0).all() and load.std() / load.mean() < 0.5, load
+
+
+def test_bad_switch_values_name_the_argument():
+    with pytest.raises(ValueError, match=r"gate_init.*Received: gate_init='zeros'"):
+        GatedMixture(gate_init="zeros")
+    with pytest.raises(ValueError, match=r"gate_input_norm.*Received: gate_input_norm='yes'"):
+        GatedMixture(gate_input_norm="yes")
+    with pytest.raises(ValueError, match=r"bn_momentum.*Received: bn_momentum=1.5"):
+        GatedMixture(bn_momentum=1.5)

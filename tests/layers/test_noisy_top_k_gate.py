@@ -178,3 +178,61 @@ def test_balance_loss_gradient_reaches_the_gate_on_every_replica_under_mirrored_
     result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "OK 2" in result.stdout
+
+
+def test_constant_init_is_one_over_d_and_a_fresh_gate_still_spreads_a_batch():
+    gate = NoisyTopKGate(num_components=8, top_k=2, gate_init="constant", seed=0)
+    f = np.abs(features(batch=64))  # non-negative, like pooled ReLU or covariance features
+    w = keras.ops.convert_to_numpy(gate(f, training=True))
+    np.testing.assert_array_equal(np.array(gate.gate_kernel), np.full((12, 8), 1 / 12, "float32"))
+    np.testing.assert_array_equal(np.array(gate.noise_kernel), np.full((12, 8), 1 / 12, "float32"))
+    np.testing.assert_array_equal((w > 0).sum(axis=1), 2)
+    np.testing.assert_allclose(w[w > 0], 0.5, rtol=1e-6)  # all logits tie: equal weights
+    load = (w > 0).sum(axis=0)  # 128 picks over 8 components: 16 each on average
+    assert load.min() >= 5 and load.max() <= 30, load
+    # At inference the tie goes to the lowest indices: deterministic predictions and exports.
+    w_inference = keras.ops.convert_to_numpy(gate(f))
+    np.testing.assert_array_equal((w_inference > 0).sum(axis=0), [64, 64, 0, 0, 0, 0, 0, 0])
+
+
+def test_tie_break_picks_uniformly_among_exact_ties_and_never_a_lower_logit():
+    from gmsop_keras.layers.noisy_top_k_gate import top_k_softmax
+
+    # Row: components 1, 3, 4 tie at the top; 2 picks from the three, never 0 or 2.
+    logits = np.tile(np.array([[0.0, 5.0, -1.0, 5.0, 5.0]], "float32"), (3000, 1))
+    w = keras.ops.convert_to_numpy(top_k_softmax(logits, 2, seed=keras.random.SeedGenerator(1)))
+    chosen = w > 0
+    assert not chosen[:, [0, 2]].any()
+    np.testing.assert_allclose(w[chosen], 0.5, rtol=1e-6)
+    counts = chosen.sum(axis=0)[[1, 3, 4]]  # 6000 picks, 2000 expected each
+    chi_square = ((counts - 2000.0) ** 2 / 2000.0).sum()
+    assert chi_square < 13.8, counts  # 2 degrees of freedom, p = 0.001
+    # Without ties the selection is the plain top K.
+    distinct = features(batch=50, dim=6)
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(top_k_softmax(distinct, 3, seed=2)),
+        keras.ops.convert_to_numpy(top_k_softmax(distinct, 3)),
+    )
+
+
+def test_tie_break_is_reproducible_from_the_seed():
+    f = np.abs(features(batch=32))
+    runs = []
+    for seed in (5, 5, 6):
+        gate = NoisyTopKGate(num_components=8, top_k=3, gate_init="constant", noise="none", seed=seed)
+        runs.append(keras.ops.convert_to_numpy(gate(f, training=True)))
+    np.testing.assert_array_equal(runs[0], runs[1])
+    assert not np.array_equal(runs[0] > 0, runs[2] > 0)
+
+
+def test_random_init_is_unchanged_by_the_tie_break_option():
+    f = features()
+    default = NoisyTopKGate(num_components=8, top_k=2, seed=4)
+    explicit = NoisyTopKGate(num_components=8, top_k=2, gate_init="random", seed=4)
+    default.build(f.shape)
+    explicit.build(f.shape)
+    explicit.set_weights(default.get_weights())
+    np.testing.assert_array_equal(default(f, training=True), explicit(f, training=True))
+    assert NoisyTopKGate.from_config(default.get_config()).gate_init == "random"
+    with pytest.raises(ValueError, match=r"gate_init.*Received: gate_init='ones'"):
+        NoisyTopKGate(4, 2, gate_init="ones")
