@@ -22,7 +22,12 @@ a 16x16 map with `last_stride=1` (the official GM-SOP code's choice for the
 second-order heads) and an 8x8 map with `last_stride=2` (GAP heads).
 
 Convolutions have no bias (a BatchNorm follows) and `he_normal` kernels; weight
-decay is left to the optimizer.
+decay is left to the optimizer. Every BatchNorm (the GSoP blocks' and Gaussian
+pools' included) has epsilon 1e-5 and momentum `bn_momentum`, Keras'
+convention: 0.9 by default. The official GM-SOP code gives the BatchNorm
+moments a learning rate of 0.3 (`cnn_init_resnet_GM.m`), which its trainer
+applies as `moments = (1 - 0.3) moments + 0.3 batch` (`accumulateGradients`,
+`trainMethod "average"`, in `cnn_train_GM_dag.m`): Keras' `momentum=0.7`.
 
 References:
     Wang, Gao, Xie, Zuo, Li. Global Gated Mixture of Second-order Pooling for
@@ -47,6 +52,8 @@ STEM_WIDTH = 16
 STAGE_STRIDES = (1, 2, 2)  # stages 2..4; the last stage takes `last_stride`
 BN_EPSILON = 1e-5
 BN_MOMENTUM = 0.9
+# The official GM-SOP code's BatchNorm moments, in Keras' convention (see the module docstring).
+OFFICIAL_BN_MOMENTUM = 0.7
 
 
 def list_backbones():
@@ -63,7 +70,9 @@ def backbone_spec(name):
     return BACKBONES[name]
 
 
-def build_backbone(name, input_shape=(64, 64, 3), last_stride=2, gsop_stages=(), gaussian_pooling=False):
+def build_backbone(
+    name, input_shape=(64, 64, 3), last_stride=2, gsop_stages=(), gaussian_pooling=False, bn_momentum=BN_MOMENTUM
+):
     """Builds a backbone as a functional model from images to feature maps.
 
     Args:
@@ -76,6 +85,8 @@ def build_backbone(name, input_shape=(64, 64, 3), last_stride=2, gsop_stages=(),
         gaussian_pooling: every strided block runs at stride 1 and pools its
             output with `GaussianPooling2D` after the residual (iSP-Gaussian).
             The small-image stems are stride 1 without max-pooling already.
+        bn_momentum: momentum of every BatchNorm, Keras' convention (0.9;
+            the official GM-SOP code's is `OFFICIAL_BN_MOMENTUM` = 0.7).
 
     Returns:
         A `keras.Model` named after the backbone, output `(B, H', W', C)` with
@@ -87,11 +98,13 @@ def build_backbone(name, input_shape=(64, 64, 3), last_stride=2, gsop_stages=(),
     gsop_stages = tuple(gsop_stages)
     if any(stage not in (1, 2, 3, 4) for stage in gsop_stages):
         raise ValueError(f"`gsop_stages` must name stages 1-4. Received: gsop_stages={gsop_stages}")
+    if isinstance(bn_momentum, bool) or not isinstance(bn_momentum, (int, float)) or not 0 <= bn_momentum < 1:
+        raise ValueError(f"`bn_momentum` must be in [0, 1) (Keras' convention). Received: bn_momentum={bn_momentum!r}")
     strides = (*STAGE_STRIDES, last_stride)
     inputs = keras.Input(shape=input_shape, name="images")
     if spec["block"] == "basic":
         x = _conv(inputs, STEM_WIDTH, 3, 1, name="conv1_conv")
-        x = _bn_relu(x, name="conv1")
+        x = _bn_relu(x, name="conv1", momentum=bn_momentum)
         block_fn = basic_block
     else:
         x = _conv(inputs, STEM_WIDTH, 3, 1, name="conv1_conv")
@@ -103,19 +116,23 @@ def build_backbone(name, input_shape=(64, 64, 3), last_stride=2, gsop_stages=(),
             block_stride = stride if index == 0 else 1
             name_ = f"conv{stage}_block{index + 1}"
             gsop = stage - 1 in gsop_stages and index == num_blocks - 1
-            x = block_fn(x, width, 1 if gaussian_pooling else block_stride, name=name_, gsop=gsop)
+            x = block_fn(
+                x, width, 1 if gaussian_pooling else block_stride, name=name_, gsop=gsop, bn_momentum=bn_momentum
+            )
             if gaussian_pooling and block_stride != 1:
-                x = GaussianPooling2D(block_stride, name=f"{name_}_gauss")(x)
+                x = GaussianPooling2D(block_stride, momentum=bn_momentum, name=f"{name_}_gauss")(x)
     if spec["block"] == "preact_wide":
-        x = _bn_relu(x, name="post")
+        x = _bn_relu(x, name="post", momentum=bn_momentum)
     return keras.Model(inputs, x, name=name)
 
 
-def _gsop(x, filters, name):
-    return GSoPBlock("channel", reduced_dim=min(GSOP_REDUCED_DIM, filters), name=f"{name}_gsop")(x)
+def _gsop(x, filters, name, momentum):
+    return GSoPBlock(
+        "channel", reduced_dim=min(GSOP_REDUCED_DIM, filters), momentum=momentum, name=f"{name}_gsop"
+    )(x)
 
 
-def basic_block(x, filters, stride, name, gsop=False):
+def basic_block(x, filters, stride, name, gsop=False, bn_momentum=BN_MOMENTUM):
     """Post-activation basic block: conv3x3-BN-ReLU-conv3x3-BN, add, ReLU.
 
     The shortcut is a 1x1 convolution + BN where the shape changes.
@@ -123,32 +140,32 @@ def basic_block(x, filters, stride, name, gsop=False):
     shortcut = x
     if stride != 1 or x.shape[-1] != filters:
         shortcut = _conv(x, filters, 1, stride, name=f"{name}_0_conv")
-        shortcut = _bn(shortcut, name=f"{name}_0_bn")
+        shortcut = _bn(shortcut, name=f"{name}_0_bn", momentum=bn_momentum)
     x = _conv(x, filters, 3, stride, name=f"{name}_1_conv")
-    x = _bn_relu(x, name=f"{name}_1")
+    x = _bn_relu(x, name=f"{name}_1", momentum=bn_momentum)
     x = _conv(x, filters, 3, 1, name=f"{name}_2_conv")
-    x = _bn(x, name=f"{name}_2_bn")
+    x = _bn(x, name=f"{name}_2_bn", momentum=bn_momentum)
     if gsop:
-        x = _gsop(x, filters, name)
+        x = _gsop(x, filters, name, bn_momentum)
     x = layers.Add(name=f"{name}_add")([shortcut, x])
     return layers.ReLU(name=f"{name}_out")(x)
 
 
-def preact_wide_block(x, filters, stride, name, gsop=False):
+def preact_wide_block(x, filters, stride, name, gsop=False, bn_momentum=BN_MOMENTUM):
     """Pre-activation wide basic block: BN-ReLU-conv3x3-BN-ReLU-conv3x3, add.
 
     Where the shape changes the shortcut is a 1x1 convolution of the
     pre-activated input, as in Zagoruyko & Komodakis' WRN.
     """
-    preact = _bn_relu(x, name=f"{name}_0")
+    preact = _bn_relu(x, name=f"{name}_0", momentum=bn_momentum)
     shortcut = x
     if stride != 1 or x.shape[-1] != filters:
         shortcut = _conv(preact, filters, 1, stride, name=f"{name}_0_conv")
     x = _conv(preact, filters, 3, stride, name=f"{name}_1_conv")
-    x = _bn_relu(x, name=f"{name}_1")
+    x = _bn_relu(x, name=f"{name}_1", momentum=bn_momentum)
     x = _conv(x, filters, 3, 1, name=f"{name}_2_conv")
     if gsop:
-        x = _gsop(x, filters, name)
+        x = _gsop(x, filters, name, bn_momentum)
     return layers.Add(name=f"{name}_add")([shortcut, x])
 
 
@@ -164,10 +181,10 @@ def _conv(x, filters, kernel_size, stride, name):
     )(x)
 
 
-def _bn(x, name):
-    return layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=name)(x)
+def _bn(x, name, momentum=BN_MOMENTUM):
+    return layers.BatchNormalization(epsilon=BN_EPSILON, momentum=momentum, name=name)(x)
 
 
-def _bn_relu(x, name):
-    x = _bn(x, name=f"{name}_bn")
+def _bn_relu(x, name, momentum=BN_MOMENTUM):
+    x = _bn(x, name=f"{name}_bn", momentum=momentum)
     return layers.ReLU(name=f"{name}_relu")(x)

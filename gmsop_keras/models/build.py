@@ -3,7 +3,8 @@
 import keras
 from keras import layers
 
-from gmsop_keras.models.backbones import backbone_spec, build_backbone
+from gmsop_keras.model_options import DEFAULT_HEAD, check_model_options
+from gmsop_keras.models.backbones import BN_MOMENTUM, backbone_spec, build_backbone
 from gmsop_keras.models.heads import DEFAULT_DROPOUT, apply_head, parse_head
 from gmsop_keras.models.imagenet_resnets import IMAGENET_HEADS, IMAGENET_MODELS, build_imagenet_model
 
@@ -17,28 +18,38 @@ WIDE_SECOND_ORDER_DROPOUT = 0.4
 
 def build_model(
     backbone="resnet18",
-    head="gm-sop-16-8",
+    head=None,
     num_classes=1000,
     input_shape=(64, 64, 3),
     *,
     last_stride=None,
     dropout=None,
-    balance_loss_weight=100.0,
-    num_iterations=5,
-    noise="per_sample",
-    dispatch="auto",
+    balance_loss_weight=None,
+    num_iterations=None,
+    noise=None,
+    dispatch=None,
     seed=None,
-    sop_channels=128,
-    gsop_stages=(),
-    gaussian_pooling=False,
+    sop_channels=None,
+    gsop_stages=None,
+    gaussian_pooling=None,
+    gate_input_norm=None,
+    gate_init=None,
+    representation_gamma=None,
+    sop_baseline_bn=None,
+    bn_momentum=None,
     name=None,
 ):
     """Builds a classifier: normalisation, backbone, pooling head, logits.
 
     The model takes raw images (uint8 or float in [0, 255], RGB) as its input
     named `image`, normalises them per channel inside the graph, and returns
-    logits (train with `from_logits=True`). Mixture heads add the gate's balance
-    loss to `model.losses` while training.
+    float32 logits (also under `mixed_float16`; train with `from_logits=True`).
+    Mixture heads add the gate's balance loss to `model.losses` while training.
+
+    Every option defaults to `None`, "not given": the model's own value, written
+    below. An option given to a model that does not use it is refused with a
+    `ValueError` naming it, as is a value out of range; which option applies to
+    which model is the table `gmsop_keras.model_options.OPTION_TRAITS`.
 
     Args:
         backbone: one of `list_backbones()`: `"resnet18"`, `"resnet50"` (the
@@ -46,9 +57,12 @@ def build_model(
             family's ImageNet models, `list_imagenet_models()`
             (`"resnet50-imagenet"`, `"gsop1-resnet50"`, `"gsop2-resnet50"`,
             `"gauss-resnet50"`, `"resnet50-3g"`), whose heads are `"gap"`,
-            `"isqrt-256"` or `"3g-256"` (the options below do not apply to them).
+            `"isqrt-256"` or `"3g-256"` and which take none of the options below
+            (they are the authors' networks).
         head: one of `list_heads()`, or any `gap-D`, `ave-gap-N`, `gm-gap-N-K`,
-            `ave-sop-N`, `gm-sop-N-K` (see `gmsop_keras.models.heads`).
+            `ave-sop-N`, `gm-sop-N-K` (see `gmsop_keras.models.heads`). `None`:
+            the model's own head, `"gm-sop-16-8"` on the small-image backbones
+            (the paper's GM-SOP) and its own on the ImageNet models.
         num_classes: classifier width (1000 for ImageNet, 365 for Places365).
         input_shape: `(H, W, 3)`; 64x64 for ImageNet-64, 96x96 or 100x100
             for Places365.
@@ -56,18 +70,34 @@ def build_model(
             heads (16x16 maps from 64x64 images, as the official code), 2 for
             first-order heads (8x8).
         dropout: drop rate before the classifier. Default 0.2; 0.4 for
-            second-order heads on WRN-36-2 (official code). Not used by `gap`.
-        balance_loss_weight: `alpha` of the balance loss (paper: 100).
-        num_iterations: Newton-Schulz iterations (paper: 5, official code: 3).
-        noise: gate noise, `"per_sample"`, `"per_component"` or `"none"`.
-        dispatch: mixture dispatch, `"auto"`, `"dense"`, `"gather"` or `"grouped"`.
-        seed: seed of the gate noise.
+            second-order heads on WRN-36-2 (official code). Not for `gap`.
+        balance_loss_weight: `alpha` of the balance loss (paper: 100, the default).
+        num_iterations: Newton-Schulz iterations (default and paper: 5,
+            official code: 3).
+        noise: gate noise, `"per_sample"` (default), `"per_component"` or `"none"`.
+        dispatch: mixture dispatch, `"auto"` (default), `"dense"`, `"gather"`
+            or `"grouped"`.
+        seed: seed of the gate noise (no effect on a model without a gate).
         sop_channels: second-order heads reduce wider maps (WRN-36-2's 256
-            channels) to this many with a 1x1 conv + BN + ReLU.
+            channels) to this many (default 128) with a 1x1 conv + BN + ReLU.
         gsop_stages, gaussian_pooling: the seed family's options for the
             small-image backbones: GSoP blocks in the last block of these
             stages (1-4), and Gaussian pooling in place of strided blocks
-            (see `build_backbone`).
+            (see `build_backbone`). Default: none.
+        gate_input_norm: standardise the gate's input (default `True`;
+            `False`: the official code). See `GatedMixture`.
+        gate_init: `"random"` (default) or `"constant"` (the official code's
+            `1/d`, ties broken at random while training). See `NoisyTopKGate`.
+        representation_gamma: initial scale of the BatchNorm before the
+            classifier; default `sqrt(128 / D)` capped at 1, the paper and the
+            official code 1.0 (see `gmsop_keras.models.heads`).
+        sop_baseline_bn: whether `sr-sop` / `psr-sop` have the BatchNorm and
+            Dropout before the classifier (default `True`; `False`: the
+            official baseline, straight to the classifier).
+        bn_momentum: momentum of every BatchNorm of a small-image model
+            (backbone, head, mixture prediction layers), Keras' convention:
+            default 0.9; the official code's is 0.7 (its moments' learning
+            rate 0.3; see `gmsop_keras.models.backbones`).
         name: model name; default `"<backbone>_<head>"`.
 
     Returns:
@@ -80,6 +110,20 @@ def build_model(
     10.4
     """
     if backbone in IMAGENET_MODELS:
+        head = IMAGENET_MODELS[backbone]["head"] if head is None else head
+    else:
+        backbone_spec(backbone)
+        head = DEFAULT_HEAD if head is None else head
+        parse_head(head)
+    options = dict(
+        last_stride=last_stride, dropout=dropout, balance_loss_weight=balance_loss_weight,
+        num_iterations=num_iterations, noise=noise, dispatch=dispatch, sop_channels=sop_channels,
+        gsop_stages=gsop_stages, gaussian_pooling=gaussian_pooling, gate_input_norm=gate_input_norm,
+        gate_init=gate_init, representation_gamma=representation_gamma, sop_baseline_bn=sop_baseline_bn,
+        bn_momentum=bn_momentum,
+    )
+    check_model_options(backbone, head, options)
+    if backbone in IMAGENET_MODELS:
         return _seed_family_model(backbone, head, num_classes, input_shape, name)
     spec = backbone_spec(backbone)
     head_spec = parse_head(head)
@@ -88,25 +132,28 @@ def build_model(
     if dropout is None:
         wide = spec["block"] == "preact_wide"
         dropout = WIDE_SECOND_ORDER_DROPOUT if wide and head_spec.second_order else DEFAULT_DROPOUT
+    bn_momentum = BN_MOMENTUM if bn_momentum is None else bn_momentum
     if len(input_shape) != 3 or input_shape[-1] != 3:
         raise ValueError(f"`input_shape` must be (H, W, 3). Received: input_shape={input_shape}")
 
     images, x = _normalized_input(input_shape)
     features = build_backbone(
         backbone, input_shape=input_shape, last_stride=last_stride,
-        gsop_stages=gsop_stages, gaussian_pooling=gaussian_pooling,
+        gsop_stages=gsop_stages or (), gaussian_pooling=bool(gaussian_pooling), bn_momentum=bn_momentum,
     )(x)
+    head_options = dict(
+        balance_loss_weight=balance_loss_weight, num_iterations=num_iterations, noise=noise, dispatch=dispatch,
+        sop_channels=sop_channels, gate_input_norm=gate_input_norm, gate_init=gate_init,
+        representation_gamma=representation_gamma, sop_baseline_bn=sop_baseline_bn,
+    )
     logits = apply_head(
         features,
         head_spec,
         num_classes,
         dropout=dropout,
-        balance_loss_weight=balance_loss_weight,
-        num_iterations=num_iterations,
-        noise=noise,
-        dispatch=dispatch,
         seed=seed,
-        sop_channels=sop_channels,
+        bn_momentum=bn_momentum,
+        **{key: value for key, value in head_options.items() if value is not None},
     )
     name = name or f"{backbone}_{head}".replace("-", "_")
     return keras.Model(images, logits, name=name)
@@ -114,7 +161,6 @@ def build_model(
 
 def _seed_family_model(backbone, head, num_classes, input_shape, name):
     """A seed-family ImageNet model with this library's input convention (raw images, `image`)."""
-    head = IMAGENET_MODELS[backbone]["head"] if head is None else head
     if head not in IMAGENET_HEADS:
         raise ValueError(
             f"Backbone {backbone!r} takes the heads {', '.join(IMAGENET_HEADS)} (its own: "

@@ -20,9 +20,22 @@ The last two are the heads of the seed family's ImageNet models (GSoP-Net2,
 ResNet50-3G); as there, the classifier follows the representation directly.
 
 Every head but `gap` ends with BatchNorm, Dropout and the classifier (paper
-Sec. 2.3; the official code has them after the mixture, and nothing between
-its plain SR-SOP baseline and the classifier); `gap` is the plain ResNet
-classifier. Second-order heads on a backbone wider than `sop_channels`
+Sec. 2.3; the official code has them after the mixture); `gap` is the plain
+ResNet classifier. The official code has nothing between its plain SR-SOP
+baseline and the classifier: `sop_baseline_bn=False` gives `sr-sop` and
+`psr-sop` that form (representation straight to the classifier).
+
+The BatchNorm before the classifier starts with the scale
+`representation_gamma`; by default (`None`) `sqrt(128 / D)` capped at 1 for
+a `D`-dimensional representation, where the paper and the official code
+start at 1 (`representation_gamma=1.0`). The reason: the classifier's SGD
+step on a sample's own logits grows with the squared norm of its input, `D`
+for unit-variance features, so an 8256-d representation would start with 64
+times the step of the 128-d GAP baseline at the same learning rate; measured
+on the synthetic set, its logits then random-walk to hundreds within an
+epoch. `sqrt(128 / D)` matches the GAP baseline's start; gamma stays
+learnable. It applies to every head with that BatchNorm, the baselines
+`gap-512`, `gap-8256`, `sr-sop` and `psr-sop` included. Second-order heads on a backbone wider than `sop_channels`
 (WRN-36-2: 256 channels) first reduce it with a 1x1 conv + BN + ReLU, so the
 representation stays 8256-d; this reproduces the paper's 15.7M parameters of
 GM-SOP-16-8 + WRN-36-2 (15.65M; the official code's 512-128 gate and
@@ -64,6 +77,11 @@ def apply_head(
     dispatch="auto",
     seed=None,
     sop_channels=128,
+    representation_gamma=None,
+    sop_baseline_bn=True,
+    bn_momentum=0.9,
+    gate_input_norm=True,
+    gate_init="random",
 ):
     """Pooling, (BatchNorm, Dropout) and classifier on a feature map.
 
@@ -72,10 +90,16 @@ def apply_head(
         spec: a `HeadSpec` (from `parse_head`).
         num_classes: width of the classifier.
         dropout: drop rate before the classifier (not used by `gap`).
-        balance_loss_weight, num_iterations, noise, dispatch, seed: passed to
-            `GatedMixture` (and `num_iterations` to `SquareRootSOP`).
+        balance_loss_weight, num_iterations, noise, dispatch, seed,
+            gate_input_norm, gate_init: passed to `GatedMixture` (and
+            `num_iterations` to `SquareRootSOP`).
         sop_channels: second-order heads first reduce wider maps to this many
             channels (1x1 conv + BN + ReLU); `None` never reduces.
+        representation_gamma: initial scale of the BatchNorm before the
+            classifier; `None`: `sqrt(128 / D)` capped at 1 (see above).
+        sop_baseline_bn: whether `sr-sop` and `psr-sop` have that BatchNorm
+            and the Dropout (`False`: the official baseline).
+        bn_momentum: momentum of every BatchNorm of the head (Keras' convention).
 
     Returns:
         Symbolic logits `(B, num_classes)`, float32.
@@ -88,7 +112,7 @@ def apply_head(
         x = layers.Conv2D(
             sop_channels, 1, use_bias=False, kernel_initializer="he_normal", name="head_reduce_conv"
         )(x)
-        x = layers.BatchNormalization(epsilon=1e-5, momentum=0.9, name="head_reduce_bn")(x)
+        x = layers.BatchNormalization(epsilon=1e-5, momentum=bn_momentum, name="head_reduce_bn")(x)
         x = layers.ReLU(name="head_reduce_relu")(x)
 
     if spec.is_mixture:
@@ -102,27 +126,29 @@ def apply_head(
             noise=noise,
             num_iterations=num_iterations,
             dispatch=dispatch,
+            gate_input_norm=gate_input_norm,
+            gate_init=gate_init,
+            bn_momentum=bn_momentum,
             seed=seed,
             name="mixture",
         )(x)
     elif spec.second_order:
         hidden_dims = SOP_COMPONENT_DIMS if spec.parametric else ()
         x = SquareRootSOP(hidden_dims, num_iterations=num_iterations, name="sr_sop")(x)
+        if not sop_baseline_bn:
+            return layers.Dense(num_classes, dtype="float32", name="logits")(x)
     elif spec.parametric:
         x = ParametricGAP(spec.units, name="parametric_gap")(x)
     else:
         x = layers.GlobalAveragePooling2D(name="gap")(x)
         return layers.Dense(num_classes, dtype="float32", name="logits")(x)
 
-    # Initial BatchNorm scale sqrt(128 / D): the classifier's SGD step on a sample's own
-    # logits grows with the squared norm of its input, D for unit-variance features, so an
-    # 8256-d representation would start with 64 times the step of the 128-d GAP baseline at
-    # the same learning rate; measured on the synthetic set, its logits then random-walk to
-    # hundreds within an epoch. This start matches the GAP baseline; gamma stays learnable.
-    width = x.shape[-1]
+    # The initial scale: see the module docstring.
+    if representation_gamma is None:
+        representation_gamma = min(1.0, (REFERENCE_WIDTH / x.shape[-1]) ** 0.5)
     x = layers.BatchNormalization(
-        epsilon=1e-5, momentum=0.9, dtype="float32", name="representation_bn",
-        gamma_initializer=keras.initializers.Constant(min(1.0, (REFERENCE_WIDTH / width) ** 0.5)),
+        epsilon=1e-5, momentum=bn_momentum, dtype="float32", name="representation_bn",
+        gamma_initializer=keras.initializers.Constant(representation_gamma),
     )(x)
     x = layers.Dropout(dropout, dtype="float32", name="dropout")(x)
     return layers.Dense(num_classes, dtype="float32", name="logits")(x)

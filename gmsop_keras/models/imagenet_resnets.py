@@ -124,6 +124,7 @@ def build_imagenet_model(name, num_classes=1000, input_shape=(224, 224, 3), head
         num_classes,
         kernel_initializer=keras.initializers.VarianceScaling(1.0 / 3.0, mode="fan_in", distribution="uniform"),
         bias_initializer=uniform_fan_in(features),
+        dtype="float32",  # float32 logits also under mixed_float16, as every model of the library
         name="predictions",
     )(x)
     return keras.Model(inputs, outputs, name=name)
