@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from gmsop_keras.layers.initializers import centred_normal
+from gmsop_keras.replicas import cross_replica_sum, replicas_in_sync
 
 NOISE_MODES = ("per_sample", "per_component", "none")
 GATE_INITS = ("random", "constant")
@@ -18,13 +19,19 @@ def balance_loss(gate_weights, balance_loss_weight):
     objective sums the cross-entropy over the batch and divides every gradient
     by the batch size; Keras averages the cross-entropy instead, so dividing
     by the batch size here keeps `alpha = 100` meaning what it meant in the paper.
+
+    Under a synchronous distribution strategy the importance and the batch
+    size are the global batch's (`gmsop_keras.replicas.cross_replica_sum`), so
+    that one and several replicas give the same update on the same global
+    batch; per replica the term would be the mean of the replicas' small-batch
+    CV^2, which grows with the number of replicas.
     """
     weights = ops.cast(gate_weights, "float32")
-    importance = ops.sum(weights, axis=0)
+    importance = cross_replica_sum(ops.sum(weights, axis=0))
     num_components = ops.cast(ops.shape(importance)[0], "float32")
     mean = ops.mean(importance)
     variance = ops.sum(ops.square(importance - mean)) / (num_components - 1.0)
-    batch = ops.cast(ops.shape(weights)[0], "float32")
+    batch = cross_replica_sum(ops.cast(ops.shape(weights)[0], "float32"))
     return balance_loss_weight * variance / (ops.square(mean) + 1e-10) / batch
 
 
@@ -152,7 +159,13 @@ class NoisyTopKGate(keras.layers.Layer):
         tie_break = self.seed_generator if training and self.gate_init == "constant" else None
         weights = top_k_softmax(logits, self.top_k, seed=tie_break)
         if training and self.balance_loss_weight > 0:
-            self.add_loss(balance_loss(weights, self.balance_loss_weight))
+            loss = balance_loss(weights, self.balance_loss_weight)
+            if replicas_in_sync() > 1:
+                # MirroredStrategy runs the replicas in turns that switch at every cross-replica
+                # sum, and they share this layer's list of added losses: by now the previous
+                # replica has collected its loss, and its entry would be counted again here.
+                self._losses.clear()
+            self.add_loss(loss)
         return weights
 
     def _initializer(self, features):

@@ -128,56 +128,51 @@ MIRRORED_SCRIPT = textwrap.dedent(
     import keras, numpy as np
     from gmsop_keras.layers import GatedMixture
 
-    keras.utils.set_random_seed(0)
-    x = np.random.default_rng(0).standard_normal((8, 4, 4, 6)).astype("float32")
+    x = np.abs(np.random.default_rng(0).standard_normal((8, 4, 4, 6))).astype("float32")
     y = np.zeros((8,), "float32")
 
     def build():
+        keras.utils.set_random_seed(0)
         inputs = keras.Input((4, 4, 6))
-        mixture = GatedMixture(6, 2, component="gap", component_dims=(5,), gate_dims=(4, 3), noise="none", name="mixture")
+        # No BatchNorm on the gate's path (its batch statistics would differ per replica) and no
+        # noise; the task loss is zero: only the balance loss (added with add_loss) moves the gate.
+        mixture = GatedMixture(6, 2, component="gap", component_dims=(5,), gate_dims=(), gate_input_norm=False,
+                               noise="none", name="mixture")
         model = keras.Model(inputs, mixture(inputs))
-        # The task loss is zero: only the balance loss (added with add_loss) moves the gate.
         model.compile(optimizer=keras.optimizers.SGD(1.0), loss=lambda t, p: 0.0 * keras.ops.sum(p, axis=-1))
         return model
 
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-    with strategy.scope():
-        model = build()
-    start = [w.numpy() for w in model.get_layer("mixture").gate.trainable_weights]
+    def one_step(devices):
+        with tf.distribute.MirroredStrategy(devices).scope():
+            model = build()
+        gate = model.get_layer("mixture").gate
+        start = [w.numpy() for w in gate.trainable_weights]
+        loss = model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0).history["loss"][0]
+        counts = np.asarray(model.get_layer("mixture").routing_counts.value)
+        return start, [w.numpy() for w in gate.trainable_weights], loss, counts
 
-    # Reference on one device, same weights: each replica computes the loss on its own half.
-    reference = build()
-    reference.set_weights(model.get_weights())
-    gate_vars = reference.get_layer("mixture").gate.trainable_weights
-    grads = []
-    for half in (x[:4], x[4:]):
-        with tf.GradientTape() as tape:
-            reference(half, training=True)
-            loss = tf.add_n(reference.losses)
-        grads.append([g.numpy() for g in tape.gradient(loss, gate_vars)])
-    mean_grad = [(a + b) / 2 for a, b in zip(*grads)]
-
-    model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
-    end = [w.numpy() for w in model.get_layer("mixture").gate.trainable_weights]
-    for s, e, g, g0, g1 in zip(start, end, mean_grad, *grads):
-        step = s - e
-        assert np.abs(g).max() > 1e-4, "balance loss gives no gradient"
-        assert np.allclose(step, g, rtol=1e-3, atol=1e-6), ("update is not the mean of both replicas' gradients", np.abs(step - g).max())
-        for single in (g0 / 2, g1 / 2):  # what one lost replica would leave
-            assert not np.allclose(step, single, rtol=1e-3, atol=1e-6)
-    counts = np.asarray(model.get_layer("mixture").routing_counts.value)
+    start1, end1, loss1, _ = one_step(["/cpu:0"])
+    start2, end2, loss2, counts = one_step(["/cpu:0", "/cpu:1"])
+    for s1, s2, e1, e2 in zip(start1, start2, end1, end2):
+        np.testing.assert_array_equal(s1, s2)
+        assert np.abs(s1 - e1).max() > 0.1, "the balance loss does not move the gate"
+        np.testing.assert_allclose(e2, e1, rtol=0, atol=1e-5)
+    assert abs(loss2 - loss1) <= 1e-5 * loss1, (loss1, loss2)  # the reported loss too
     assert counts.sum() == 8 * 2, counts  # both replicas' samples, K = 2 each
-    print("OK", strategy.num_replicas_in_sync)
+    print("OK", loss1)
     """
 )
 
 
-def test_balance_loss_gradient_reaches_the_gate_on_every_replica_under_mirrored_strategy(tmp_path):
+def test_balance_loss_gives_the_same_gate_update_on_one_and_two_replicas(tmp_path):
+    """The importance is the global batch's. Without the cross-replica sum (each replica adding
+    alpha * CV_r^2 of its own half and Keras averaging), this step moved the gate kernel 3.08 times
+    as far on two replicas as on one (measured), and the per-replica loss grows with the replicas."""
     script = tmp_path / "mirrored.py"
     script.write_text(MIRRORED_SCRIPT.format(root=ROOT))
     result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "OK 2" in result.stdout
+    assert "OK" in result.stdout
 
 
 def test_constant_init_is_one_over_d_and_a_fresh_gate_still_spreads_a_batch():
