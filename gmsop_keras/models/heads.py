@@ -35,8 +35,10 @@ times the step of the 128-d GAP baseline at the same learning rate; measured
 on the synthetic set, its logits then random-walk to hundreds within an
 epoch. `sqrt(128 / D)` matches the GAP baseline's start; gamma stays
 learnable. It applies to every head with that BatchNorm, the baselines
-`gap-512`, `gap-8256`, `sr-sop` and `psr-sop` included. Second-order heads on a backbone wider than `sop_channels`
-(WRN-36-2: 256 channels) first reduce it with a 1x1 conv + BN + ReLU, so the
+`gap-512`, `gap-8256`, `sr-sop` and `psr-sop` included.
+
+Second-order heads on a backbone wider than `sop_channels` (WRN-36-2: 256
+channels) first reduce it with a 1x1 conv + BN + ReLU, so the
 representation stays 8256-d; this reproduces the paper's 15.7M parameters of
 GM-SOP-16-8 + WRN-36-2 (15.65M; the official code's 512-128 gate and
 components on the 256 channels would give 17.8M).
