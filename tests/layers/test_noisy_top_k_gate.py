@@ -142,8 +142,12 @@ MIRRORED_SCRIPT = textwrap.dedent(
         model.compile(optimizer=keras.optimizers.SGD(1.0), loss=lambda t, p: 0.0 * keras.ops.sum(p, axis=-1))
         return model
 
-    def one_step(devices):
-        with tf.distribute.MirroredStrategy(devices).scope():
+    # One strategy object per device set: two MirroredStrategy objects over the same devices in
+    # one process can reuse each other's collective instance keys.
+    one, two = tf.distribute.MirroredStrategy(["/cpu:0"]), tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+
+    def one_step(strategy):
+        with strategy.scope():
             model = build()
         gate = model.get_layer("mixture").gate
         start = [w.numpy() for w in gate.trainable_weights]
@@ -151,14 +155,44 @@ MIRRORED_SCRIPT = textwrap.dedent(
         counts = np.asarray(model.get_layer("mixture").routing_counts.value)
         return start, [w.numpy() for w in gate.trainable_weights], loss, counts
 
-    start1, end1, loss1, _ = one_step(["/cpu:0"])
-    start2, end2, loss2, counts = one_step(["/cpu:0", "/cpu:1"])
+    start1, end1, loss1, _ = one_step(one)
+    start2, end2, loss2, counts = one_step(two)
     for s1, s2, e1, e2 in zip(start1, start2, end1, end2):
         np.testing.assert_array_equal(s1, s2)
         assert np.abs(s1 - e1).max() > 0.1, "the balance loss does not move the gate"
         np.testing.assert_allclose(e2, e1, rtol=0, atol=1e-5)
     assert abs(loss2 - loss1) <= 1e-5 * loss1, (loss1, loss2)  # the reported loss too
     assert counts.sum() == 8 * 2, counts  # both replicas' samples, K = 2 each
+
+    # The default gate, BatchNorm on its path (statistics per replica, as Keras' BatchNorm): the
+    # update is the gradient of the balance loss of the two halves' summed importance.
+    from gmsop_keras.layers.noisy_top_k_gate import balance_loss
+
+    def build_default():
+        keras.utils.set_random_seed(1)
+        inputs = keras.Input((4, 4, 6))
+        mixture = GatedMixture(6, 2, component="gap", component_dims=(5,), gate_dims=(4, 3), noise="none",
+                               name="mixture")
+        model = keras.Model(inputs, mixture(inputs))
+        model.compile(optimizer=keras.optimizers.SGD(1.0), loss=lambda t, p: 0.0 * keras.ops.sum(p, axis=-1))
+        return model
+
+    with two.scope():
+        model = build_default()
+    reference = build_default()
+    reference.set_weights(model.get_weights())
+    mixture = reference.get_layer("mixture")
+    with tf.GradientTape() as tape:
+        halves = [mixture.gate(mixture._gate_features(h, True)) for h in (x[:4], x[4:])]
+        loss = balance_loss(tf.concat(halves, axis=0), 100.0)
+    expected = [g.numpy() for g in tape.gradient(loss, mixture.gate.trainable_weights)]
+    gate = model.get_layer("mixture").gate
+    start = [w.numpy() for w in gate.trainable_weights]
+    reported = model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0).history["loss"][0]
+    for s, e, g in zip(start, [w.numpy() for w in gate.trainable_weights], expected):
+        assert np.abs(g).max() > 1e-3
+        np.testing.assert_allclose(s - e, g, rtol=1e-4, atol=1e-6)
+    assert abs(reported - float(loss)) <= 1e-5 * float(loss), (reported, float(loss))
     print("OK", loss1)
     """
 )
