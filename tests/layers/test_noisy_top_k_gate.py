@@ -201,7 +201,7 @@ MIRRORED_SCRIPT = textwrap.dedent(
 def test_balance_loss_gives_the_same_gate_update_on_one_and_two_replicas(tmp_path):
     """The importance is the global batch's. Without the cross-replica sum (each replica adding
     alpha * CV_r^2 of its own half and Keras averaging), this step moved the gate kernel 3.08 times
-    as far on two replicas as on one (measured), and the per-replica loss grows with the replicas."""
+    as far on two replicas as on one, and the reported loss was 15.40 against 3.86 (measured)."""
     script = tmp_path / "mirrored.py"
     script.write_text(MIRRORED_SCRIPT.format(root=ROOT))
     result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
