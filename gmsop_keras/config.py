@@ -178,14 +178,14 @@ def resolve_config(argv=None):
     for key, value in preset.items():
         if config.get(key) is None:
             config[key] = value
-    stages_from_recipe = False
+    stages_from_recipe = None
     if config["recipe"] != "none":
         dataset = _dataset_kind(config["dataset"])
         recipe = find_recipe(dataset, config["backbone"], config["head"], config["recipe"])
         for key, value in recipe.settings().items():
             if config[key] is None and value is not None:
                 config[key] = value
-                stages_from_recipe = stages_from_recipe or key == "stages"
+                stages_from_recipe = recipe.source if key == "stages" else stages_from_recipe
         if dataset == "synthetic":
             config.setdefault("synthetic", dict(SYNTHETIC_SIZE))
     fallback = dict(stages=[config["epochs"] or 10], lr=0.1, batch_size=256, momentum=0.9,
@@ -197,13 +197,13 @@ def resolve_config(argv=None):
         name = os.path.basename(os.path.normpath(config["dataset"]))
         config["model_dir"] = os.path.join("runs", f"{name}-{config['backbone']}-{config['head']}")
     if stages_from_recipe:
-        config["stages"] = _recipe_stages(config)
+        config["stages"] = _recipe_stages(config, stages_from_recipe)
     if config["epochs"] is None:
         config["epochs"] = int(sum(config["stages"]))
     return config
 
 
-def _recipe_stages(config):
+def _recipe_stages(config, source):
     """The recipe's stages for this run: as recorded when continuing a run, else scaled to --epochs."""
     stages, epochs = config["stages"], config["epochs"]
     saved = read_saved_config(config["model_dir"])
@@ -215,7 +215,7 @@ def _recipe_stages(config):
     if epochs is None or epochs == sum(stages):
         return stages
     scaled = scale_stages(stages, epochs)
-    print(f"note: the {config['recipe']} recipe's stages {_ints(stages)} scaled to --epochs {epochs}: "
+    print(f"note: the {source} recipe's stages {_ints(stages)} scaled to --epochs {epochs}: "
           f"{_ints(scaled)} (give --stages to set them yourself)", flush=True)
     return scaled
 
