@@ -10,8 +10,13 @@
   start and momentum, the SR-SOP baseline's BatchNorm), the official code's choice.
 - `official`: the authors' MatConvNet code: 3 iterations, L2 1e-4 on every parameter through
   the momentum, gamma 1, constant gate init with random tie-break, no BatchNorm or dropout
-  on the SR-SOP baseline, BatchNorm moving averages updated with weight 0.3 (MatConvNet's
-  `learningRate = 0.3` of the moments, i.e. Keras momentum 0.7), its schedules.
+  on the SR-SOP baseline, BatchNorm moving averages updated with weight 0.3, its schedules.
+  Where these come from (github.com/ZilinGao/GM-SOP): `examples/cnn_train_GM_dag.m` updates a
+  `'gradient'` parameter with `weightDecay * value` added to the gradient before the momentum,
+  and a `'average'` one (BatchNorm moments) as `(1 - lr) * value + lr * batch moments`; the
+  `examples/GM/cnn_init_*.m` scripts set the moments' `learningRate = 0.3` (so Keras momentum
+  0.7), `weightDecay = 0.0001` and no per-parameter weight-decay exemption (MatConvNet's
+  default factor 1, BatchNorm scales and offsets included), and `iterNum` 3.
 
 A preset names the recipe rows it uses (`recipe`) and sets the optimizer and model switches.
 Precedence: flags > YAML file > preset > recipe row > built-in defaults; the resolved set is
