@@ -18,13 +18,13 @@ from gmsop_keras import _startup
 __all__ = ["build_model", "layers", "list_backbones", "list_heads", "ops"]
 
 if not _startup.started_as_command():
-    from gmsop_keras import layers, ops  # noqa: F401  (registers the layers with Keras)
+    from gmsop_keras import layers, ops, optimizers  # noqa: F401  (registers the layers and optimizer with Keras)
     from gmsop_keras.models import build_model, list_backbones, list_heads  # noqa: F401
 
 
 def __getattr__(name):
     # Only reached in a command, before it imported the layers.
-    if name in ("layers", "ops"):
+    if name in ("layers", "ops", "optimizers"):
         import importlib
 
         return importlib.import_module(f"gmsop_keras.{name}")

@@ -1,11 +1,20 @@
-"""Training configuration: command-line flags, an optional YAML file, and the paper's recipes.
+"""Training configuration: command-line flags, an optional YAML file, presets and recipes.
 
-Every option is declared once, in `OPTIONS`: the command-line parser, the YAML keys and their
-type checks all come from that table. Precedence: explicit flags > the `-c/--config` YAML
-file > the recipe (`--recipe paper`) > built-in defaults. The resolved configuration is
-written to the model directory once the inputs check out; re-running in the same directory
-with a different configuration is refused, since it would resume a model that is not the one
-asked for. Nothing here imports Keras or TensorFlow.
+Every option is declared once, in `OPTIONS`: `fit`'s command-line parser, the YAML keys and
+their type checks, `tuning.search`'s training flags (`add_option_arguments`) and the
+`build_model` keywords (`MODEL_OPTION_KEYS`, `model_options`) all come from that table.
+To add an option, add one `Option(...)` line to `OPTIONS` (with `model_option=True` and
+`model_default=` build_model's default if build_model takes it, `resumable=True` if a run
+may be resumed with another value); a preset may then set it (`gmsop_keras.presets`).
+
+Precedence: explicit flags > the `-c/--config` YAML file > the preset (`--preset`) > the
+recipe row the preset (or `--recipe`) names (`gmsop_keras.recipes`) > built-in defaults.
+`--epochs N` without `--stages` scales the recipe's stages to N (`recipes.scale_stages`);
+a run continued with a larger `--epochs` keeps the stages recorded in its config.yaml, the
+extra epochs running at the last stage's rate. The resolved configuration is written to the
+model directory once the inputs check out; re-running in the same directory with a
+different configuration (a different preset included) is refused, since it would resume a
+model that is not the one asked for. Nothing here imports Keras or TensorFlow.
 """
 
 import argparse
@@ -19,7 +28,9 @@ import yaml
 
 from gmsop_keras.errors import UsageError, add_debug_flag
 from gmsop_keras.names import DISPATCHES
-from gmsop_keras.recipes import paper_recipe
+from gmsop_keras.presets import NAMES as PRESET_NAMES
+from gmsop_keras.presets import preset_values
+from gmsop_keras.recipes import SYNTHETIC_SIZE, find_recipe, scale_stages
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +51,7 @@ class Option:
     low_open: bool = False
     high_open: bool = False
     model_option: bool = False  # passed to build_model
+    model_default: object = None  # build_model's default: not passed when the value equals it
     resumable: bool = False  # may differ between a run and its resumption
 
 
@@ -49,8 +61,11 @@ OPTIONS = (
            resumable=True),
     Option("backbone", "str", "resnet18", "resnet18 | resnet50 | wrn-36-2 | an ImageNet ResNet-50 of the seed family"),
     Option("head", "str", "gm-sop-16-8", "gap, gap-512, sr-sop, psr-sop, ave-sop-16, gm-sop-16-8, gm-gap-N-K, ..."),
-    Option("recipe", "str", "paper", "the paper's schedule for this model and dataset, or none",
-           choices=("paper", "none")),
+    Option("preset", "str", "default", "a consistent set of switches: default (this library's measured "
+           "choices), paper (the paper's text), official (the authors' code, with its schedules)",
+           choices=PRESET_NAMES),
+    Option("recipe", "str", None, "whose schedule for this model and dataset (default: the preset's), or none",
+           choices=("paper", "official", "none")),
     Option("epochs", "int", None, "total epochs (default: the recipe's); a finished run re-run with more continues",
            low=1, resumable=True),
     Option("stages", "ints", None, "step schedule: epochs at lr, lr*decay, ... (e.g. 40 10 5 5)", low=1,
@@ -59,7 +74,11 @@ OPTIONS = (
     Option("lr", "float", None, "initial learning rate", low=0, low_open=True),
     Option("lr_decay", "float", None, "factor at every stage boundary (0.1)", low=0, high=1, low_open=True),
     Option("momentum", "float", None, "SGD momentum (0.9)", low=0, high=1, high_open=True),
-    Option("weight_decay", "float", None, "L2 weight decay as in the paper (5e-4)", low=0),
+    Option("weight_decay", "float", None, "weight decay (paper 5e-4, official code 1e-4)", low=0),
+    Option("weight_decay_mode", "str", None, "coupled: L2 term wd * w added to the gradient before the momentum "
+           "(paper, official code); decoupled: Keras' decay of wd / (1 - momentum) per step outside it",
+           choices=("decoupled", "coupled")),
+    Option("decay_norms_and_biases", "bool", None, "decay BatchNorm scales/offsets and biases too (official code)"),
     Option("steps_per_epoch", "int", None, "train this many steps per epoch (short runs)", low=1),
     Option("validation_steps", "int", None, "evaluate on this many batches only", low=1, resumable=True),
     Option("model_dir", "str", None, "checkpoints, logs, plots and the resolved config "
@@ -71,18 +90,30 @@ OPTIONS = (
     Option("strategy", "str", "auto", "auto = every visible GPU; none; mirrored; multi-worker (TF_CONFIG)",
            choices=("auto", "none", "mirrored", "multi-worker"), resumable=True),
     Option("balance_loss_weight", "float", None, "alpha of the balance loss (Eq. 4; 100)", low=0,
-           model_option=True),
+           model_option=True, model_default=100.0),
     Option("num_iterations", "int", None, "Newton-Schulz iterations (5; the official code used 3)", low=1,
-           model_option=True),
-    Option("noise", "str", None, "gate noise", choices=("per_sample", "per_component", "none"), model_option=True),
+           model_option=True, model_default=5),
+    Option("noise", "str", None, "gate noise", choices=("per_sample", "per_component", "none"), model_option=True,
+           model_default="per_sample"),
     Option("dropout", "float", None, "dropout before the classifier (0.2; 0.4 for WRN GM-SOP)", low=0, high=1,
            high_open=True, model_option=True),
     Option("dispatch", "str", None, "top-K dispatch of the mixture", choices=DISPATCHES,
-           model_option=True),
+           model_option=True, model_default="auto"),
     Option("last_stride", "int", None, "stride of the last stage", choices=(1, 2), model_option=True),
     Option("gsop_stages", "ints", None, "GSoP blocks in the last block of these stages (1-4)", low=1, high=4,
            model_option=True),
-    Option("gaussian_pooling", "bool", None, "Gaussian pooling in place of strided blocks", model_option=True),
+    Option("gaussian_pooling", "bool", None, "Gaussian pooling in place of strided blocks", model_option=True,
+           model_default=False),
+    Option("gate_input_norm", "bool", None, "standardise the gate's input (BatchNorm without scale/offset, "
+           "/ sqrt(D))", model_option=True, model_default=True),
+    Option("gate_init", "str", None, "gate kernels: random (centred) or constant 1/d with random tie-break "
+           "(official code)", choices=("random", "constant"), model_option=True, model_default="random"),
+    Option("representation_gamma", "float", None, "initial scale of the BatchNorm before the classifier "
+           "(default sqrt(128 / D); paper, official code 1)", low=0, low_open=True, model_option=True),
+    Option("sop_baseline_bn", "bool", None, "the plain SR-SOP baseline has BatchNorm and dropout before its "
+           "classifier (the official code has neither)", model_option=True, model_default=True),
+    Option("bn_momentum", "float", None, "BatchNorm moving-average momentum (0.9; official code 0.7)", low=0,
+           high=1, high_open=True, model_option=True, model_default=0.9),
     Option("export", "str", None, "export a SavedModel to saved_models/NAME at the end", resumable=True),
     Option("cache", "bool", False, "keep the training records in memory", resumable=True),
     Option("verbose", "str", "auto", "progress: auto = Keras' bar on a terminal, else a line every --log-every steps",
@@ -106,7 +137,15 @@ def build_parser():
         "Places365, the built-in synthetic set, or a folder of converted TFRecords.",
     )
     parser.add_argument("-c", "--config", help="YAML file whose keys are flag names (dashes or underscores)")
-    for option in OPTIONS:
+    add_option_arguments(parser, [option.name for option in OPTIONS])
+    add_debug_flag(parser)
+    return parser
+
+
+def add_option_arguments(parser, names):
+    """Adds the flags of the options `names` to an argparse parser (or group); unset flags are None."""
+    for name in names:
+        option = BY_NAME[name]
         flag = "--" + option.name.replace("_", "-")
         default = f" (default: {option.default})" if option.default not in (None, False) else ""
         kwargs = dict(help=option.help + default, default=None)
@@ -119,12 +158,10 @@ def build_parser():
             if option.choices:
                 kwargs["choices"] = option.choices
         parser.add_argument(flag, **kwargs)
-    add_debug_flag(parser)
-    return parser
 
 
 def resolve_config(argv=None):
-    """Parses flags and merges them with the YAML file and the recipe; returns a plain dict.
+    """Parses flags and merges them with the YAML file, the preset and the recipe; returns a plain dict.
 
     Raises:
         UsageError: an unknown YAML key, a value of the wrong type or out of range, an unknown
@@ -133,27 +170,58 @@ def resolve_config(argv=None):
     args = build_parser().parse_args(argv)
     flags = {k: v for k, v in vars(args).items() if v is not None and k not in ("config", "debug")}
     from_file = read_yaml_config(args.config) if args.config else {}
-    config = {**DEFAULTS, **from_file, **flags}
+    explicit = {k: v for k, v in {**from_file, **flags}.items() if v is not None}
+    config = {**DEFAULTS, **explicit}
     check_values(config, source=args.config)
     _check_names(config)
-    if config["recipe"] == "paper":
-        recipe = paper_recipe(_dataset_kind(config["dataset"]), config["backbone"], config["head"])
-        for key, value in recipe.items():
-            if key in config and config[key] is None:
-                config[key] = list(value) if isinstance(value, tuple) else value
-            elif key in RECIPE_KEYS:
-                config.setdefault(key, value)
+    preset = preset_values(config["preset"], config["backbone"], config["head"], MODEL_OPTION_KEYS, explicit)
+    for key, value in preset.items():
+        if config.get(key) is None:
+            config[key] = value
+    stages_from_recipe = None
+    if config["recipe"] != "none":
+        dataset = _dataset_kind(config["dataset"])
+        recipe = find_recipe(dataset, config["backbone"], config["head"], config["recipe"])
+        for key, value in recipe.settings().items():
+            if config[key] is None and value is not None:
+                config[key] = value
+                stages_from_recipe = recipe.source if key == "stages" else stages_from_recipe
+        if dataset == "synthetic":
+            config.setdefault("synthetic", dict(SYNTHETIC_SIZE))
     fallback = dict(stages=[config["epochs"] or 10], lr=0.1, batch_size=256, momentum=0.9,
                     weight_decay=5e-4, lr_decay=0.1)
     for key, value in fallback.items():
         if config[key] is None:
             config[key] = value
-    if config["epochs"] is None:
-        config["epochs"] = int(sum(config["stages"]))
     if config["model_dir"] is None:
         name = os.path.basename(os.path.normpath(config["dataset"]))
         config["model_dir"] = os.path.join("runs", f"{name}-{config['backbone']}-{config['head']}")
+    if stages_from_recipe:
+        config["stages"] = _recipe_stages(config, stages_from_recipe)
+    if config["epochs"] is None:
+        config["epochs"] = int(sum(config["stages"]))
     return config
+
+
+def _recipe_stages(config, source):
+    """The recipe's stages for this run: as recorded when continuing a run, else scaled to --epochs."""
+    stages, epochs = config["stages"], config["epochs"]
+    saved = read_saved_config(config["model_dir"])
+    if saved and saved.get("stages"):
+        if epochs is not None and epochs > sum(saved["stages"]):
+            print(f"note: continuing {config['model_dir']} with its recorded stages {_ints(saved['stages'])}; "
+                  f"epochs {sum(saved['stages']) + 1}-{epochs} run at the last stage's rate", flush=True)
+        return list(saved["stages"])
+    if epochs is None or epochs == sum(stages):
+        return stages
+    scaled = scale_stages(stages, epochs)
+    print(f"note: the {source} recipe's stages {_ints(stages)} scaled to --epochs {epochs}: "
+          f"{_ints(scaled)} (give --stages to set them yourself)", flush=True)
+    return scaled
+
+
+def _ints(values):
+    return " ".join(str(v) for v in values)
 
 
 class _Loader(yaml.SafeLoader):
@@ -226,8 +294,12 @@ def _problem(option, value):
 
 
 def model_options(config):
-    """The `build_model` options the configuration sets."""
-    return {k: config[k] for k in MODEL_OPTION_KEYS if config.get(k) is not None}
+    """The `build_model` keywords of the configuration: the model options it sets to something
+    other than build_model's own default (so a default never reaches a model it does not apply to)."""
+    return {
+        k: config[k] for k in MODEL_OPTION_KEYS
+        if config.get(k) is not None and _normal(config[k]) != _normal(BY_NAME[k].model_default)
+    }
 
 
 def read_saved_config(model_dir):
@@ -245,8 +317,9 @@ def check_model_dir(config):
     if saved is None:
         return
     differences = sorted(
-        k for k in set(saved) | set(config)
-        if k not in RESUMABLE_KEYS and _normal(saved.get(k)) != _normal(config.get(k))
+        (k for k in set(saved) | set(config)
+         if k not in RESUMABLE_KEYS and _normal(saved.get(k)) != _normal(config.get(k))),
+        key=lambda k: (k != "preset", k),  # a different preset explains the rest
     )
     if differences:
         shown = ", ".join(f"{k}: {saved.get(k)!r} there, {config.get(k)!r} now" for k in differences[:4])

@@ -84,6 +84,7 @@ def load_model(path):
     import keras
 
     import gmsop_keras.layers  # noqa: F401  (registers the layer classes, which loading looks up)
+    import gmsop_keras.optimizers  # noqa: F401  (and the coupled-decay optimizer of a compiled model)
 
     try:
         return keras.saving.load_model(path)

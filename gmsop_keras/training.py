@@ -100,13 +100,7 @@ def build_and_compile(config, input_shape, num_classes, steps_per_epoch, jit_com
         **model_options(config),
     )
     schedule = step_schedule(config["lr"], config["stages"], steps_per_epoch, config["lr_decay"])
-    # The paper's weight decay is an L2 term in the gradient, which momentum then
-    # accumulates: its steady-state pull is lr * wd / (1 - momentum) per step.
-    # Keras applies decay outside the momentum, so it gets that value.
-    optimizer = keras.optimizers.SGD(
-        schedule, momentum=config["momentum"], weight_decay=config["weight_decay"] / (1.0 - config["momentum"])
-    )
-    optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
+    optimizer = make_optimizer(config, schedule)
     model.compile(
         optimizer=optimizer,
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -117,6 +111,34 @@ def build_and_compile(config, input_shape, num_classes, steps_per_epoch, jit_com
         jit_compile=jit_compile,
     )
     return model
+
+
+# BatchNorm scales and offsets, and every bias: exempt from weight decay unless
+# `decay_norms_and_biases` (the official code decays every parameter).
+NORMS_AND_BIASES = ("gamma", "beta", "bias")
+
+
+def make_optimizer(config, learning_rate):
+    """SGD with the configuration's momentum and weight decay (`weight_decay_mode`).
+
+    coupled: the paper's L2 term wd * w in the gradient, which the momentum then
+    accumulates (`CoupledWeightDecaySGD`). decoupled: Keras' decay applied outside the
+    momentum; the L2 term's steady-state pull under momentum is lr * wd / (1 - momentum) per
+    step, so Keras gets wd / (1 - momentum). Norms and biases are exempt unless
+    `decay_norms_and_biases`.
+    """
+    import keras
+
+    from gmsop_keras.optimizers import CoupledWeightDecaySGD
+
+    momentum, decay = config["momentum"], config["weight_decay"]
+    exempt = () if config.get("decay_norms_and_biases") else NORMS_AND_BIASES
+    if config.get("weight_decay_mode", "decoupled") == "coupled":
+        return CoupledWeightDecaySGD(learning_rate=learning_rate, momentum=momentum, l2=decay, l2_exempt=exempt)
+    optimizer = keras.optimizers.SGD(learning_rate, momentum=momentum, weight_decay=decay / (1.0 - momentum))
+    if exempt:
+        optimizer.exclude_from_weight_decay(var_names=list(exempt))
+    return optimizer
 
 
 def evaluate_saved(path, validation, steps):
@@ -130,6 +152,7 @@ def evaluate_saved(path, validation, steps):
     import keras
 
     import gmsop_keras.layers  # noqa: F401  (registers the layers for loading)
+    import gmsop_keras.optimizers  # noqa: F401  (and the coupled-decay optimizer)
 
     model = keras.saving.load_model(path)
     return model.evaluate(validation, steps=steps, verbose=0, return_dict=True)

@@ -14,7 +14,6 @@ import yaml
 
 from gmsop_keras.errors import run_cli
 from gmsop_keras.fit import main as fit_main
-from gmsop_keras.recipes import paper_recipe, step_schedule
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--backbone", "resnet18", "--batch-size", "16", "--lr", "0.01", "--seed", "0"]
@@ -124,33 +123,6 @@ def test_yaml_config_is_overridden_by_flags(tmp_path):
         resolve_config(["-c", str(path)])
 
 
-@pytest.mark.parametrize(
-    "dataset, backbone, head, stages, lr",
-    [
-        ("imagenet64", "resnet18", "gap", (50, 15, 10), 0.075),
-        ("imagenet64", "resnet18", "gm-gap-16-8", (50, 15, 10), 0.075),
-        ("imagenet64", "resnet18", "sr-sop", (20, 5, 5, 5, 5), 0.15),
-        ("imagenet64", "resnet18", "psr-sop", (20, 5, 5, 5, 5), 0.15),
-        ("imagenet64", "resnet18", "gm-sop-16-8", (40, 10, 5, 5), 0.1),
-        ("imagenet64", "resnet18", "ave-sop-16", (40, 10, 5, 5), 0.1),
-        ("imagenet64", "resnet50", "gm-sop-16-8", (50, 15, 10), 0.1),
-        ("imagenet64", "resnet50", "gap-8256", (50, 15, 10), 0.075),
-        ("places365", "resnet18", "gap-8256", (35, 10, 10, 5), 0.05),
-        ("places365", "resnet18", "gm-sop-16-8", (25, 5, 5, 5), 0.1),
-    ],
-)
-def test_paper_recipes(dataset, backbone, head, stages, lr):
-    recipe = paper_recipe(dataset, backbone, head)
-    assert tuple(recipe["stages"]) == stages and recipe["lr"] == lr
-    assert recipe["batch_size"] == 256 and recipe["momentum"] == 0.9 and recipe["weight_decay"] == 5e-4
-
-
-def test_step_schedule_decays_tenfold_at_each_stage_boundary():
-    schedule = step_schedule(0.1, (2, 1, 1), steps_per_epoch=10)
-    values = [float(schedule(step)) for step in (0, 19, 20, 29, 30, 100)]
-    np.testing.assert_allclose(values, [0.1, 0.1, 0.01, 0.01, 0.001, 0.001], rtol=1e-6)
-
-
 def test_killed_run_resumes_from_the_last_finished_epoch(tiny_synthetic, tmp_path):
     model_dir = tmp_path / "run"
     cmd = [sys.executable, "-m", "gmsop_keras.fit", "--dataset", tiny_synthetic, "--head", "gap",
@@ -191,3 +163,22 @@ def test_seed_family_options_reach_build_model():
 
     config = resolve_config(["--gsop-stages", "1", "2", "3", "--gaussian-pooling", "--dataset", "imagenet64"])
     assert model_options(config) == {"gsop_stages": [1, 2, 3], "gaussian_pooling": True}
+
+
+def test_coupled_weight_decay_trains_saves_and_loads_back(tiny_synthetic, tmp_path):
+    model_dir = tmp_path / "coupled"
+    cmd = [sys.executable, "-m", "gmsop_keras.fit", "--dataset", tiny_synthetic, "--head", "gap", "--epochs", "1",
+           "--weight-decay-mode", "coupled", "--decay-norms-and-biases", "--model-dir", str(model_dir),
+           "--verbose", "0", "--steps-per-epoch", "2"] + TINY
+    result = subprocess.run(cmd, cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    saved = yaml.safe_load((model_dir / "config.yaml").read_text())
+    assert saved["weight_decay_mode"] == "coupled" and saved["decay_norms_and_biases"] is True
+    assert saved["stages"] == [1] and "scaled to --epochs 1: 1" in result.stdout  # the synthetic row's 4 2
+    import keras
+
+    import gmsop_keras  # noqa: F401  (registers the layers and the optimizer)
+
+    optimizer = keras.saving.load_model(model_dir / "final.keras").optimizer
+    assert type(optimizer).__name__ == "CoupledWeightDecaySGD" and optimizer.l2 == 5e-4 and optimizer.l2_exempt == ()

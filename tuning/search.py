@@ -21,12 +21,14 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads (gmsop_keras imports Keras)
 
+from gmsop_keras.config import add_option_arguments
 from gmsop_keras.errors import UsageError, add_debug_flag, run_cli
 from tuning.studies import STUDIES, nk_pairs, search_space
 
-# Flags passed on to `gmsop_keras.config.resolve_config` as they are.
-FIT_FLAGS = ("dataset", "data_dir", "backbone", "epochs", "stages", "steps_per_epoch", "validation_steps",
-             "batch_size", "lr", "seed", "strategy", "verbose", "cache")
+# `fit`'s options (gmsop_keras.config.OPTIONS) that a study takes as flags and passes on to
+# `resolve_config` as they are: all but those the study sets itself (the head and alpha are
+# searched, the folder is --directory) and those of a single run (export, log lines).
+STUDY_OWNS = ("head", "balance_loss_weight", "model_dir", "export", "log_every")
 # May differ between a run and its resumption without changing what the trials are.
 RESUMABLE_KEYS = ("strategy", "verbose", "data_dir", "model_dir", "max_trials", "cache")
 STUDY_FILE = "study.json"
@@ -58,22 +60,16 @@ def build_parser():
     add("--lr-range", type=float, nargs=2, metavar=("LOW", "HIGH"),
         help="tune the learning rate in [LOW, HIGH], log-sampled (free: lr/4 to 4 lr; alpha, nk: fixed lr)")
     fit = parser.add_argument_group("training, as python -m gmsop_keras.fit")
-    add = fit.add_argument
-    add("--dataset", help="imagenet64 | places365 | synthetic | a folder of TFRecords (default: synthetic)")
-    add("--data-dir", help="converted TFRecords (python -m pipelines.convert); synthetic: cache folder")
-    add("--backbone", help="resnet18 | resnet50 | wrn-36-2 (default: resnet18)")
-    add("--epochs", type=int, help="epochs per trial (default: the recipe's); hyperband: the most per model")
-    add("--stages", type=int, nargs="+", help="step schedule: epochs at lr, lr*decay, ...")
-    add("--steps-per-epoch", type=int, help="train this many steps per epoch (short runs)")
-    add("--validation-steps", type=int, help="evaluate on this many batches only")
-    add("--batch-size", type=int, help="global batch size, split across replicas")
-    add("--lr", type=float, help="initial learning rate (default: the recipe's)")
-    add("--seed", type=int, help="seed of the weights (the same for every trial), data and tuner")
-    add("--strategy", choices=("auto", "none", "mirrored"), help="mirrored: every GPU (or logical CPU device)")
-    add("--verbose", choices=("auto", "0", "1", "2"), help="Keras' progress: auto = bar on a terminal")
-    add("--cache", action="store_true", default=None, help="keep the training records in memory")
+    add_option_arguments(fit, fit_flags())
     add_debug_flag(parser)
     return parser
+
+
+def fit_flags():
+    """The names of `fit`'s options a study passes on (every option but `STUDY_OWNS`)."""
+    from gmsop_keras.config import OPTIONS
+
+    return tuple(option.name for option in OPTIONS if option.name not in STUDY_OWNS)
 
 
 def main(argv=None):
@@ -157,13 +153,13 @@ def _fit_config(args, head):
     from gmsop_keras.config import resolve_config
 
     argv = ["--head", head, "--model-dir", args.directory or os.path.join("runs", "tuning", args.study)]
-    for name in FIT_FLAGS:
+    for name in fit_flags():
         value = getattr(args, name)
         if value is None:
             continue
         flag = "--" + name.replace("_", "-")
-        if value is True:
-            argv.append(flag)
+        if isinstance(value, bool):
+            argv.append(flag if value else "--no-" + name.replace("_", "-"))
         else:
             argv += [flag] + [str(v) for v in (value if isinstance(value, list) else [value])]
     config = resolve_config(argv)

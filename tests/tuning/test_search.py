@@ -188,3 +188,21 @@ def test_an_interrupted_trial_is_run_again_and_the_grid_goes_on(tiny_synthetic, 
     assert [(r["trial_id"], r["head"], r["status"], r["epochs"]) for r in rows] == [
         (first, "gm-gap-4-1", "COMPLETED", "1"), (second, "gm-gap-4-2", "COMPLETED", "1"),
         ("0002", "gm-gap-4-4", "COMPLETED", "1")]  # KerasTuner pads ids to the digits of max_trials
+
+
+def test_training_flags_are_fits_options():
+    from gmsop_keras.config import OPTIONS
+    from tuning.search import STUDY_OWNS, _fit_config, build_parser
+
+    actions = {a.dest: a for a in build_parser()._actions}
+    for option in OPTIONS:
+        if option.name in STUDY_OWNS:
+            assert option.name not in actions
+            continue
+        action = actions[option.name]  # every other option of fit is a flag here, with fit's choices
+        assert action.option_strings[0] == "--" + option.name.replace("_", "-")
+        assert tuple(action.choices or ()) == tuple(option.choices)
+    args = build_parser().parse_args(["nk", "--preset", "official", "--no-gate-input-norm", "--epochs", "2"])
+    config = _fit_config(args, "gm-sop-4-2")
+    assert config["preset"] == "official" and config["gate_input_norm"] is False and config["num_iterations"] == 3
+    assert config["weight_decay_mode"] == "coupled" and config["stages"] == [1, 1]  # the synthetic row 4 2, scaled to 2
