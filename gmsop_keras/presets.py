@@ -46,29 +46,6 @@ PRESETS = {
 }
 
 
-def _gated(spec):
-    return spec.top_k is not None
-
-
-def _has_classifier_norm(spec, settings):
-    # Every head but plain GAP has the BatchNorm before the classifier, except the SR-SOP
-    # baseline when it goes straight to the classifier (sop_baseline_bn False).
-    if spec.name == "gap":
-        return False
-    return not (spec.name == "sr-sop" and settings.get("sop_baseline_bn") is False)
-
-
-# Which heads a model switch of a preset applies to.
-APPLIES = {
-    "num_iterations": lambda spec, settings: spec.second_order,
-    "gate_input_norm": lambda spec, settings: _gated(spec),
-    "gate_init": lambda spec, settings: _gated(spec),
-    "representation_gamma": _has_classifier_norm,
-    "sop_baseline_bn": lambda spec, settings: spec.name == "sr-sop",
-    "bn_momentum": lambda spec, settings: True,
-}
-
-
 def preset_values(name, backbone, head, model_keys, explicit=None):
     """The values preset `name` sets for this backbone and head.
 
@@ -79,17 +56,14 @@ def preset_values(name, backbone, head, model_keys, explicit=None):
     Raises:
         ValueError: an unknown preset.
     """
-    from gmsop_keras.names import IMAGENET_BACKBONES, parse_head
+    from gmsop_keras.model_options import applicable_options
 
     if name not in PRESETS:
         raise ValueError(f"`preset` must be one of {', '.join(NAMES)}. Received: preset={name!r}")
     settings = PRESETS[name]
     values = {k: v for k, v in settings.items() if k not in model_keys}
-    if backbone in IMAGENET_BACKBONES:
-        return values
-    spec = parse_head(head)
     resolved = {**settings, **{k: v for k, v in (explicit or {}).items() if v is not None}}
-    for key in model_keys:
-        if key in settings and APPLIES[key](spec, resolved):
-            values[key] = settings[key]
+    # The same table `build_model` refuses options by (gmsop_keras.model_options).
+    applies = applicable_options(backbone, head, resolved.get("sop_baseline_bn", True))
+    values.update({k: settings[k] for k in model_keys if k in settings and k in applies})
     return values
