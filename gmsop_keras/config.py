@@ -20,6 +20,7 @@ import yaml
 from gmsop_keras.errors import UsageError, add_debug_flag
 from gmsop_keras.names import DISPATCHES
 from gmsop_keras.recipes import paper_recipe
+from pipelines.augmentations import AUGMENTATIONS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,6 +85,9 @@ OPTIONS = (
            model_option=True),
     Option("gaussian_pooling", "bool", None, "Gaussian pooling in place of strided blocks", model_option=True),
     Option("export", "str", None, "export a SavedModel to saved_models/NAME at the end", resumable=True),
+    Option("augment", "str", None, "training augmentation (default: auto = flip; Places365 random 96 crop + "
+           "flip); chrabaszcz = the starred rows of Table 3: each image and its mirror once per epoch "
+           "(an epoch of 2N images), pad 4 + random crop", choices=("auto",) + AUGMENTATIONS),
     Option("cache", "bool", False, "keep the training records in memory", resumable=True),
     Option("verbose", "str", "auto", "progress: auto = Keras' bar on a terminal, else a line every --log-every steps",
            choices=("auto", "0", "1", "2"), resumable=True),

@@ -193,9 +193,41 @@ def _write_task(source, output_dir, task):
     examples = split.read(task["start"], task["stop"])
     _check_examples(source, task, examples)
     entry = write_shard(os.path.join(output_dir, task["file"]), examples.images, examples.labels)
+    entry["pixel_sums"] = pixel_sums(examples.images)
     entry["skipped"] = list(examples.skipped)
     entry["inputs"] = inputs
     return entry
+
+
+def pixel_sums(images):
+    """Exact per-channel [sum, sum of squares] of uint8 images [N, H, W, C], as Python ints.
+
+    From a 256-bin histogram per channel: no int64 copy of the shard, and exact at any size.
+    """
+    values = np.arange(256, dtype=np.int64)
+    sums = []
+    for channel in range(images.shape[-1]):
+        counts = np.bincount(images[..., channel].ravel(), minlength=256).astype(np.int64)
+        sums.append([int(counts @ values), int(counts @ (values * values))])
+    return sums
+
+
+def _pixel_statistics(entries, image_shape):
+    """`{"pixel_mean", "pixel_std"}`: per-channel mean and standard deviation (over all pixels, [0, 255]
+    units) of the shards `entries`, from their `pixel_sums`; empty when a shard lacks them (one
+    finished by an older version of this tool before a resume) or there are no pixels."""
+    if not entries or any("pixel_sums" not in entry for entry in entries):
+        return {}
+    height, width, channels = image_shape
+    totals = np.zeros((channels, 2), dtype=np.float64)
+    for entry in entries:
+        totals += np.array(entry["pixel_sums"], dtype=np.float64)
+    count = float(sum(entry["num_examples"] for entry in entries)) * height * width
+    if count == 0:
+        return {}
+    mean = totals[:, 0] / count
+    std = np.sqrt(np.maximum(totals[:, 1] / count - mean * mean, 0.0))
+    return {"pixel_mean": [round(float(m), 6) for m in mean], "pixel_std": [round(float(v), 6) for v in std]}
 
 
 def _check_examples(source, task, examples):
@@ -336,10 +368,12 @@ def _start_over(target, plan_record):
 
 def _build_manifest(source, plan, done):
     splits, skipped = {}, []
+    train_shards = [done[task["file"]] for task in plan if task["split"] == "train"]
     for task in plan:
         entry = dict(done[task["file"]])
         skipped += entry.pop("skipped", [])
         entry.pop("inputs", None)
+        entry.pop("pixel_sums", None)
         split = splits.setdefault(task["split"], {"num_examples": 0, "shards": []})
         split["num_examples"] += entry["num_examples"]
         split["shards"].append(entry)
@@ -350,6 +384,7 @@ def _build_manifest(source, plan, done):
         "num_classes": source.num_classes,
         "class_names": source.class_names,
         "splits": splits,
+        **_pixel_statistics(train_shards, source.image_shape),  # of the training split
         "source": source.description,
         "skipped": skipped,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
