@@ -168,3 +168,19 @@ def test_table3_heads_train_on_a_fixed_batch(head, layer):
     losses = [float(model.train_on_batch(images, labels)) for _ in range(10)]
     print(head, "training losses:", [round(v, 3) for v in losses])
     assert np.mean(losses[-3:]) < 0.6 * losses[0]
+
+
+@pytest.mark.parametrize("head, layer", [("netvlad-64", "netvlad"), ("sg-moe-16-8", "experts")])
+def test_table3_heads_stay_float32_under_mixed_precision(head, layer):
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model = build_model("resnet18", head, num_classes=3, input_shape=(16, 16, 3))
+        assert model.get_layer("resnet18").compute_dtype == "float16" or any(
+            sub.compute_dtype == "float16" for sub in model.get_layer("resnet18").layers)
+        for name in [layer, "representation_bn", "logits"]:
+            assert model.get_layer(name).compute_dtype == "float32"
+            assert model.get_layer(name).variable_dtype == "float32"
+        logits = model.predict_on_batch(np.full((2, 16, 16, 3), 128.0, "float32"))
+        assert logits.dtype == np.float32 and np.isfinite(logits).all()
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
