@@ -31,6 +31,7 @@ from gmsop_keras.names import DISPATCHES
 from gmsop_keras.presets import NAMES as PRESET_NAMES
 from gmsop_keras.presets import preset_values
 from gmsop_keras.recipes import SYNTHETIC_SIZE, find_recipe, scale_stages
+from pipelines.augmentations import AUGMENTATIONS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,6 +116,9 @@ OPTIONS = (
     Option("bn_momentum", "float", None, "BatchNorm moving-average momentum (0.9; official code 0.7)", low=0,
            high=1, high_open=True, model_option=True, model_default=0.9),
     Option("export", "str", None, "export a SavedModel to saved_models/NAME at the end", resumable=True),
+    Option("augment", "str", None, "training augmentation (default: auto = flip; Places365 random 96 crop + "
+           "flip); chrabaszcz = the starred rows of Table 3: each image and its mirror once per epoch "
+           "(an epoch of 2N images), pad 4 + random crop", choices=("auto",) + AUGMENTATIONS),
     Option("cache", "bool", False, "keep the training records in memory", resumable=True),
     Option("verbose", "str", "auto", "progress: auto = Keras' bar on a terminal, else a line every --log-every steps",
            choices=("auto", "0", "1", "2"), resumable=True),

@@ -7,6 +7,10 @@
 Prints one JSON object: top1_error, top5_error, num_examples, crops. Evaluation is the
 paper's: the whole image (ImageNet-64) or a single centre crop (Places365); `--ten-crop`
 averages the softmax over the four corner crops, the centre crop and their mirror images.
+`--test-time-augment pad-crop` is the prediction stage of the starred rows of the paper's
+Table 3 (Chrabaszcz et al.'s augmentation "in both training and prediction stages"): each
+image is zero-padded by 4 pixels and randomly cropped back to its size, deterministically by
+`--seed`; `--test-time-crops N` averages the softmax over N such crops (default 1).
 """
 
 import argparse
@@ -15,6 +19,7 @@ import os
 import sys
 
 from gmsop_keras.errors import UsageError, add_debug_flag, run_cli
+from pipelines.augmentations import TEST_TIME_AUGMENTATIONS
 from pipelines.startup import load_tensorflow
 
 
@@ -26,6 +31,12 @@ def build_parser():
     parser.add_argument("--split", default="validation")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--ten-crop", action="store_true", help="10-crop evaluation (Places365)")
+    parser.add_argument("--test-time-augment", choices=TEST_TIME_AUGMENTATIONS, default="none",
+                        help="pad-crop: zero-pad 4 pixels, random crop back to the input size (Chrabaszcz et "
+                        "al.; Table 3's starred rows); default none")
+    parser.add_argument("--test-time-crops", type=int, default=1,
+                        help="with --test-time-augment pad-crop: average the softmax over this many crops")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the test-time crops (default 0)")
     parser.add_argument("--steps", type=int, default=None, help="evaluate this many batches only")
     parser.add_argument("--output", help="also write the JSON here")
     add_debug_flag(parser)
@@ -36,6 +47,15 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     if args.batch_size < 1 or (args.steps is not None and args.steps < 1):
         raise UsageError(f"--batch-size and --steps must be positive, got {args.batch_size} and {args.steps}")
+    pad_crop = args.test_time_augment == "pad-crop"
+    if args.test_time_crops < 1 or (args.test_time_crops > 1 and not pad_crop):
+        raise UsageError(f"--test-time-crops {args.test_time_crops}: give a positive number of crops, together "
+                         "with --test-time-augment pad-crop")
+    if pad_crop and args.ten_crop:
+        raise UsageError("--ten-crop and --test-time-augment pad-crop are two different test-time augmentations; "
+                         "choose one")
+    if args.seed < 0:
+        raise UsageError(f"--seed must be >= 0, got {args.seed}")
     import pipelines
 
     # Paths and names first: a typo is answered before TensorFlow loads.
@@ -58,8 +78,14 @@ def main(argv=None):
     if args.steps:
         dataset = dataset.take(args.steps)
     correct1 = correct5 = total = 0
-    for images, labels in dataset:
-        probabilities = predict_probabilities(model, images.numpy(), crop if args.ten_crop else None)
+    for index, (images, labels) in enumerate(dataset):
+        if pad_crop:
+            from pipelines.augment import prediction_pad_crops
+
+            crops = prediction_pad_crops(images, args.seed, index, args.test_time_crops)
+            probabilities = np.mean([predict_probabilities(model, c.numpy()) for c in crops], axis=0)
+        else:
+            probabilities = predict_probabilities(model, images.numpy(), crop if args.ten_crop else None)
         labels = labels.numpy()
         top5 = np.argsort(-probabilities, axis=1)[:, :5]
         correct1 += int((top5[:, 0] == labels).sum())
@@ -68,7 +94,8 @@ def main(argv=None):
     if total == 0:
         raise UsageError(f"split {args.split} of {args.data_dir} has no examples")
     result = {
-        "model": path, "split": args.split, "num_examples": total, "crops": 10 if args.ten_crop else 1,
+        "model": path, "split": args.split, "num_examples": total,
+        "crops": 10 if args.ten_crop else args.test_time_crops, "test_time_augment": args.test_time_augment,
         "top1_error": 1.0 - correct1 / total, "top5_error": 1.0 - correct5 / total,
     }
     text = json.dumps(result, indent=2)

@@ -77,7 +77,8 @@ def train(config, run, data_dir, manifest, strategy, chief, devices):
     jit_compile = _jit_compile(config["jit_compile"], strategy)
     with strategy.scope():
         model = training.build_and_compile(
-            config, train_data.element_spec[0].shape[1:], manifest["num_classes"], steps, jit_compile)
+            config, train_data.element_spec[0].shape[1:], manifest["num_classes"], steps, jit_compile,
+            **training.input_statistics(manifest, data_dir))
     if chief:
         write_config(config)
     with fit_context(model, strategy, train_data):

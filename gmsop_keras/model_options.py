@@ -5,7 +5,8 @@ small-image networks; the seed family's ImageNet ResNet-50s follow the authors' 
 networks and take no option), `classifier_bn` (a BatchNorm and Dropout before the
 classifier: every head but `gap`, the seed-family heads and, with `sop_baseline_bn=False`,
 `sr-sop` / `psr-sop`), `sop_baseline` (`sr-sop`, `psr-sop`), `second_order` (an SR-SOP in
-the head) and `gated` (a gated mixture `gm-*-N-K`). `OPTION_TRAITS` names the trait each
+the head), `gated` (a noisy top-K gate: `gm-*-N-K`, `sg-moe-N-K`) and `dispatched` (a gated
+mixture of poolings, `gm-*-N-K`, whose top-K dispatch is a choice). `OPTION_TRAITS` names the trait each
 option needs; `build_model` refuses an option given to a model without it, and the
 configuration and the documentation read the same table.
 """
@@ -30,7 +31,7 @@ OPTION_TRAITS = {
     "sop_channels": "second_order",
     "balance_loss_weight": "gated",
     "noise": "gated",
-    "dispatch": "gated",
+    "dispatch": "dispatched",
     "gate_input_norm": "gated",
     "gate_init": "gated",
 }
@@ -42,7 +43,8 @@ TRAIT_MEANINGS = {
     "nor sr-sop / psr-sop with sop_baseline_bn=False)",
     "sop_baseline": "the plain second-order baselines sr-sop and psr-sop",
     "second_order": "heads with an SR-SOP (sr-sop, psr-sop, ave-sop-N, gm-sop-N-K)",
-    "gated": "gated mixtures (gm-sop-N-K, gm-gap-N-K)",
+    "gated": "gated mixtures (gm-sop-N-K, gm-gap-N-K, sg-moe-N-K)",
+    "dispatched": "gated mixtures of poolings (gm-sop-N-K, gm-gap-N-K); sg-moe-N-K computes every expert",
 }
 
 
@@ -100,7 +102,10 @@ def model_traits(backbone, head, sop_baseline_bn=True):
         traits.add("sop_baseline")
     if spec.top_k is not None:
         traits.add("gated")
-    if (spec.parametric or spec.second_order) and not (baseline and sop_baseline_bn is False):
+        if spec.pooling in ("sop", "gap"):
+            traits.add("dispatched")
+    pooled = spec.parametric or spec.second_order or spec.pooling in ("netvlad", "moe")
+    if pooled and not (baseline and sop_baseline_bn is False):
         traits.add("classifier_bn")
     return frozenset(traits)
 

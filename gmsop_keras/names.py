@@ -28,14 +28,17 @@ CANONICAL_HEADS = (
     "gm-sop-16-8",
     "isqrt-256",
     "3g-256",
+    "netvlad-64",
+    "sg-moe-16-8",
 )
 SEED_FAMILY_HEADS = ("isqrt-256", "3g-256")
-HEAD_PATTERNS = ("gap-D", "ave-gap-N", "gm-gap-N-K", "ave-sop-N", "gm-sop-N-K")
+HEAD_PATTERNS = ("gap-D", "ave-gap-N", "gm-gap-N-K", "ave-sop-N", "gm-sop-N-K", "netvlad-N", "sg-moe-N-K")
 _HEAD_REGEX = re.compile(
     r"^(?:"
     r"(?P<gap>gap)(?:-(?P<units>\d+))?"
     r"|(?P<psr>p?)sr-sop"
-    r"|(?P<mixture>ave|gm)-(?P<pooling>gap|sop)-(?P<n>\d+)(?:-(?P<k>\d+))?"
+    r"|(?P<mixture>ave|gm|sg)-(?P<pooling>gap|sop|moe)-(?P<n>\d+)(?:-(?P<k>\d+))?"
+    r"|netvlad-(?P<clusters>\d+)"
     r")$"
 )
 
@@ -46,12 +49,15 @@ class HeadSpec:
 
     Attributes:
         name: the name it was parsed from.
-        pooling: `"gap"` (first order) or `"sop"` (second order).
+        pooling: `"gap"` (first order), `"sop"` (second order), `"netvlad"`
+            (NetVLAD, `netvlad-N`) or `"moe"` (experts on the pooled
+            feature, `sg-moe-N-K`).
         parametric: whether the representation has its own 1x1 convolutions
             (`gap-D`, `psr-sop`, and every mixture component).
         units: `D` of `gap-D`, else `None`.
         num_components: `N` of a mixture, else `None`.
         top_k: `K` of a gated mixture; `None` for an average or no mixture.
+        clusters: `N` of `netvlad-N` (the dictionary size), else `None`.
     """
 
     name: str
@@ -60,6 +66,7 @@ class HeadSpec:
     units: int | None = None
     num_components: int | None = None
     top_k: int | None = None
+    clusters: int | None = None
 
     @property
     def second_order(self):
@@ -74,7 +81,7 @@ def list_heads():
     """The canonical head names (the rows of the paper's Tables 2-4).
 
     `parse_head` also accepts any `gap-D`, `ave-gap-N`, `gm-gap-N-K`,
-    `ave-sop-N` and `gm-sop-N-K`.
+    `ave-sop-N`, `gm-sop-N-K`, `netvlad-N` and `sg-moe-N-K`.
     """
     return list(CANONICAL_HEADS)
 
@@ -92,6 +99,8 @@ def parse_head(name):
     if name in SEED_FAMILY_HEADS:
         return HeadSpec(name, "sop")
     match = _HEAD_REGEX.match(name) if isinstance(name, str) else None
+    if match is not None and match["mixture"] and (match["mixture"] == "sg") != (match["pooling"] == "moe"):
+        match = None  # sg- names only sg-moe-N-K; gm- and ave- mix poolings
     if match is None:
         raise ValueError(
             f"Unknown head: {name!r}. Valid heads: {', '.join(CANONICAL_HEADS)}; "
@@ -102,13 +111,15 @@ def parse_head(name):
             return HeadSpec(name, "gap")
         units = _positive(match["units"], "D", name)
         return HeadSpec(name, "gap", parametric=True, units=units)
+    if match["clusters"] is not None:
+        return HeadSpec(name, "netvlad", clusters=_positive(match["clusters"], "N", name))
     if match["mixture"] is None:
         return HeadSpec(name, "sop", parametric=bool(match["psr"]))
     num_components = _positive(match["n"], "N", name)
     top_k = None
-    if match["mixture"] == "gm":
+    if match["mixture"] in ("gm", "sg"):
         if match["k"] is None:
-            raise ValueError(f"Head {name!r}: a gated mixture is named gm-{match['pooling']}-N-K.")
+            raise ValueError(f"Head {name!r}: a gated mixture is named {match['mixture']}-{match['pooling']}-N-K.")
         top_k = _positive(match["k"], "K", name)
         if top_k > num_components:
             raise ValueError(

@@ -57,13 +57,17 @@ def prepare_data(config, data_dir, manifest=None):
 
 
 def steps_per_epoch(config, manifest, data_dir):
-    """`--steps-per-epoch`, or the number of whole batches in the training split."""
+    """`--steps-per-epoch`, or the number of whole batches in the training split (twice the split
+    under `--augment chrabaszcz`, whose epoch holds every image and its mirror image)."""
+    from pipelines.augmentations import epoch_examples
+
     if config["steps_per_epoch"]:
         return config["steps_per_epoch"]
-    steps = manifest["splits"]["train"]["num_examples"] // config["batch_size"]
+    examples = epoch_examples(manifest["splits"]["train"]["num_examples"], config.get("augment"))
+    steps = examples // config["batch_size"]
     if steps == 0:
         raise UsageError(f"--batch-size {config['batch_size']} is larger than the training set of {data_dir} "
-                         f"({manifest['splits']['train']['num_examples']} examples)")
+                         f"({examples} examples an epoch)")
     return steps
 
 
@@ -76,7 +80,8 @@ def make_inputs(config, data_dir, manifest=None):
     steps = steps_per_epoch(config, manifest, data_dir)
     # The training input repeats and an epoch is `steps` batches, so Keras knows the epoch length.
     train = pipelines.make_dataset(
-        data_dir, "train", batch, training=True, seed=config["seed"], cache=config["cache"], repeat=True
+        data_dir, "train", batch, training=True, seed=config["seed"], cache=config["cache"], repeat=True,
+        augment=config.get("augment") or "auto",
     )
     validation = pipelines.make_dataset(data_dir, "validation", batch, training=False)
     if config["strategy"] != "multi-worker":  # each worker reads only its files there
@@ -88,8 +93,26 @@ def make_inputs(config, data_dir, manifest=None):
     return train, validation, manifest, steps
 
 
-def build_and_compile(config, input_shape, num_classes, steps_per_epoch, jit_compile="auto"):
-    """`build_model` for the configuration, compiled with SGD, the step schedule and top-1/top-5."""
+def input_statistics(manifest, data_dir=None):
+    """`build_model`'s `mean` and `std`: the training split's per-channel pixel statistics that the
+    conversion recorded in the manifest. A manifest without them (converted by an older version)
+    gives `{}`, i.e. ImageNet's, and a note saying so."""
+    mean, std = manifest.get("pixel_mean"), manifest.get("pixel_std")
+    if mean is not None and std is not None and min(std) > 0:
+        return {"mean": list(mean), "std": list(std)}
+    where = f"the manifest of {data_dir}" if data_dir else "the dataset's manifest"
+    print(f"note: {where} records no positive pixel_mean / pixel_std (converted by an older version, or a "
+          "constant channel); the model normalises its input with ImageNet's mean and std. Convert the "
+          "dataset again (--overwrite) to use its own.", flush=True)
+    return {}
+
+
+def build_and_compile(config, input_shape, num_classes, steps_per_epoch, jit_compile="auto", *, mean=None,
+                      std=None):
+    """`build_model` for the configuration, compiled with SGD, the step schedule and top-1/top-5.
+
+    `mean` and `std` (None: ImageNet's) normalise the input; `input_statistics` reads them from a manifest.
+    """
     import keras
 
     from gmsop_keras.models import build_model
@@ -97,7 +120,7 @@ def build_and_compile(config, input_shape, num_classes, steps_per_epoch, jit_com
 
     model = build_model(
         config["backbone"], config["head"], num_classes=num_classes, input_shape=tuple(input_shape),
-        **model_options(config),
+        mean=mean, std=std, **model_options(config),
     )
     schedule = step_schedule(config["lr"], config["stages"], steps_per_epoch, config["lr_decay"])
     optimizer = make_optimizer(config, schedule)

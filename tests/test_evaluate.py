@@ -111,3 +111,48 @@ def test_wrong_split_and_batch_size_are_answered_before_tensorflow_loads(gm_sop_
             result = run_module("gmsop_keras.evaluate", gm_sop_file, "--data-dir", tiny_synthetic, *args)
         assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
         assert [line for line in result.stderr.splitlines() if line.startswith("error:")] == [expected]
+
+
+def test_fresh_process_pad_crop_test_time_augmentation(tiny_synthetic, tmp_path):
+    """`--test-time-augment pad-crop`: the softmax averaged over seeded pad-4 crops, as computed here."""
+    import keras
+    import tensorflow as tf
+
+    import pipelines
+    from pipelines.augment import prediction_pad_crops
+
+    model = build_model("resnet18", "gap", num_classes=4, input_shape=(16, 16, 3), seed=0)
+    path = str(tmp_path / "gap.keras")
+    model.save(path)
+    args = ("--data-dir", tiny_synthetic, "--batch-size", "8", "--test-time-augment", "pad-crop",
+            "--test-time-crops", "3", "--seed", "5")
+    result = run_module("gmsop_keras.evaluate", path, *args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    reported = json.loads(result.stdout)
+    assert reported["crops"] == 3 and reported["test_time_augment"] == "pad-crop"
+
+    correct = 0
+    for index, (images, labels) in enumerate(pipelines.make_dataset(tiny_synthetic, "validation", 8, training=False)):
+        crops = prediction_pad_crops(images, 5, index, 3)
+        for crop in crops:  # each crop is the image shifted by up to 4 pixels, zeros coming in
+            assert crop.shape == images.shape and crop.dtype == tf.uint8
+        probabilities = np.mean([keras.ops.softmax(model(c.numpy().astype("float32"))).numpy() for c in crops], axis=0)
+        correct += int((probabilities.argmax(axis=1) == labels.numpy()).sum())
+    assert reported["num_examples"] == 32
+    assert reported["top1_error"] == pytest.approx(1 - correct / 32)
+
+    again = run_module("gmsop_keras.evaluate", path, *args)
+    assert json.loads(again.stdout)["top1_error"] == reported["top1_error"]  # deterministic by --seed
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--test-time-crops", "2"], "together with --test-time-augment pad-crop"),
+        (["--test-time-augment", "pad-crop", "--ten-crop"], "choose one"),
+        (["--test-time-augment", "flip"], "invalid choice: 'flip'"),
+    ],
+)
+def test_fresh_process_refuses_bad_test_time_options(tiny_synthetic, tmp_path, args, message):
+    result = run_module("gmsop_keras.evaluate", tmp_path / "missing.keras", "--data-dir", tiny_synthetic, *args)
+    assert result.returncode == 2 and message in result.stderr, result.stderr[-2000:]

@@ -182,3 +182,33 @@ def test_coupled_weight_decay_trains_saves_and_loads_back(tiny_synthetic, tmp_pa
 
     optimizer = keras.saving.load_model(model_dir / "final.keras").optimizer
     assert type(optimizer).__name__ == "CoupledWeightDecaySGD" and optimizer.l2 == 5e-4 and optimizer.l2_exempt == ()
+
+
+def test_fresh_fit_process_doubles_the_epoch_and_normalises_with_the_manifest(tiny_synthetic, tmp_path):
+    """`--augment chrabaszcz` reaches the input (an epoch of 2 x 64 images = 8 batches of 16) and the
+    model normalises with the manifest's per-channel statistics, not ImageNet's."""
+    import keras
+
+    import gmsop_keras.layers  # noqa: F401
+    from pipelines import read_manifest
+
+    model_dir = tmp_path / "run"
+    cmd = [sys.executable, "-m", "gmsop_keras.fit", "--dataset", tiny_synthetic, "--head", "gap", "--epochs", "1",
+           "--augment", "chrabaszcz", "--model-dir", str(model_dir), "--verbose", "2"] + TINY
+    result = subprocess.run(cmd, cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "1 epochs of 8 steps (batch 16)" in result.stdout, result.stdout
+    with open(model_dir / "config.yaml") as f:
+        assert yaml.safe_load(f)["augment"] == "chrabaszcz"
+    manifest = read_manifest(tiny_synthetic)
+    normalization = keras.saving.load_model(model_dir / "final.keras").get_layer("normalization").get_config()
+    np.testing.assert_allclose(np.ravel(normalization["mean"]), manifest["pixel_mean"], rtol=1e-6)
+    np.testing.assert_allclose(np.ravel(normalization["variance"]), np.square(manifest["pixel_std"]), rtol=1e-5)
+    assert abs(manifest["pixel_mean"][0] - 123.675) > 1.0  # the synthetic set's own statistics differ
+
+
+def test_fit_refuses_an_unknown_augmentation(capsys, tmp_path):
+    with pytest.raises(SystemExit):
+        fit_main(["--augment", "rotate", "--model-dir", str(tmp_path / "m")])
+    assert "chrabaszcz" in capsys.readouterr().err

@@ -1,5 +1,7 @@
 """`build_model`: any row of the paper's Tables 2-4 by name."""
 
+import math
+
 import keras
 from keras import layers
 
@@ -37,6 +39,8 @@ def build_model(
     representation_gamma=None,
     sop_baseline_bn=None,
     bn_momentum=None,
+    mean=None,
+    std=None,
     name=None,
 ):
     """Builds a classifier: normalisation, backbone, pooling head, logits.
@@ -98,6 +102,10 @@ def build_model(
             (backbone, head, mixture prediction layers), Keras' convention:
             default 0.9; the official code's is 0.7 (its moments' learning
             rate 0.3; see `gmsop_keras.models.backbones`).
+        mean, std: per-channel (RGB) mean and standard deviation of the
+            training images in [0, 255] units, which the model's first layer
+            subtracts and divides by (a converted dataset's manifest records
+            them as `pixel_mean` / `pixel_std`). Default (None): ImageNet's.
         name: model name; default `"<backbone>_<head>"`.
 
     Returns:
@@ -109,6 +117,7 @@ def build_model(
     >>> round(model.count_params() / 1e6, 1)  # the paper: 10.3M
     10.4
     """
+    normalization = _normalization(mean, std)
     if backbone in IMAGENET_MODELS:
         head = IMAGENET_MODELS[backbone]["head"] if head is None else head
     else:
@@ -124,7 +133,7 @@ def build_model(
     )
     check_model_options(backbone, head, options)
     if backbone in IMAGENET_MODELS:
-        return _seed_family_model(backbone, head, num_classes, input_shape, name)
+        return _seed_family_model(backbone, head, num_classes, input_shape, name, normalization)
     spec = backbone_spec(backbone)
     head_spec = parse_head(head)
     if last_stride is None:
@@ -136,7 +145,7 @@ def build_model(
     if len(input_shape) != 3 or input_shape[-1] != 3:
         raise ValueError(f"`input_shape` must be (H, W, 3). Received: input_shape={input_shape}")
 
-    images, x = _normalized_input(input_shape)
+    images, x = _normalized_input(input_shape, *normalization)
     features = build_backbone(
         backbone, input_shape=input_shape, last_stride=last_stride,
         gsop_stages=gsop_stages or (), gaussian_pooling=bool(gaussian_pooling), bn_momentum=bn_momentum,
@@ -159,23 +168,43 @@ def build_model(
     return keras.Model(images, logits, name=name)
 
 
-def _seed_family_model(backbone, head, num_classes, input_shape, name):
+def _seed_family_model(backbone, head, num_classes, input_shape, name, normalization):
     """A seed-family ImageNet model with this library's input convention (raw images, `image`)."""
     if head not in IMAGENET_HEADS:
         raise ValueError(
             f"Backbone {backbone!r} takes the heads {', '.join(IMAGENET_HEADS)} (its own: "
             f"{IMAGENET_MODELS[backbone]['head']}). Received: head={head!r}"
         )
-    images, x = _normalized_input(input_shape)
+    images, x = _normalized_input(input_shape, *normalization)
     logits = build_imagenet_model(backbone, num_classes, input_shape, head=head)(x)
     name = name or f"{backbone}_{head}".replace("-", "_")
     return keras.Model(images, logits, name=name)
 
 
-def _normalized_input(input_shape):
+def _normalization(mean, std):
+    """`(mean, std)` as float tuples of 3: ImageNet's where None; refuses anything else named."""
+    checked = []
+    for name, value, default in (("mean", mean, IMAGENET_MEAN), ("std", std, IMAGENET_STD)):
+        if value is None:
+            checked.append(default)
+            continue
+        try:
+            values = tuple(float(v) for v in value)
+        except (TypeError, ValueError):
+            values = ()
+        if len(values) != 3 or not all(math.isfinite(v) for v in values) or (
+                name == "std" and min(values) <= 0):
+            rule = "three positive numbers" if name == "std" else "three finite numbers"
+            raise ValueError(f"`{name}` must be {rule} (per RGB channel, [0, 255] units), or None for "
+                             f"ImageNet's. Received: {name}={value!r}")
+        checked.append(values)
+    return tuple(checked)
+
+
+def _normalized_input(input_shape, mean=IMAGENET_MEAN, std=IMAGENET_STD):
     """The model input `image` (raw RGB in [0, 255]) and its per-channel normalisation."""
     images = keras.Input(shape=input_shape, name=INPUT_NAME)
     x = layers.Normalization(
-        mean=IMAGENET_MEAN, variance=tuple(s * s for s in IMAGENET_STD), dtype="float32", name="normalization"
+        mean=mean, variance=tuple(s * s for s in std), dtype="float32", name="normalization"
     )(images)
     return images, x

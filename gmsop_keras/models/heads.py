@@ -15,6 +15,8 @@ layers on a backbone's feature map. The names (paper Sec. 3.1, Tables 2-4):
 | `gm-sop-N-K`  | gated mixture of N parametric SR-SOPs, top K (GM-SOP)       | 8256 |
 | `isqrt-256`   | iSQRT-COV: 1x1 conv 256 + BN + ReLU, SR-SOP (3 it.; 5 on resnet50-imagenet, as mpncovresnet50) | 32896 |
 | `3g-256`      | 3G-Net: the same reduction, re-weighted SR-SOP (5 iter.)    | 32896 |
+| `netvlad-N`   | NetVLAD, N clusters on the map (Table 3: `netvlad-64`)      | N C  |
+| `sg-moe-N-K`  | GAP, then a sparsely gated mixture of N experts (C x 512 FC, ReLU), top K (Table 3: One-layer-SG-MoE) | 512 |
 
 The last two are the heads of the seed family's ImageNet models (GSoP-Net2,
 ResNet50-3G); as there, the classifier follows the representation directly.
@@ -50,7 +52,7 @@ in float32 also under a `mixed_float16` policy.
 import keras
 from keras import layers
 
-from gmsop_keras.layers import GatedMixture, ParametricGAP, SquareRootSOP
+from gmsop_keras.layers import GatedMixture, NetVLAD, ParametricGAP, SparseMoE, SquareRootSOP
 from gmsop_keras.models.imagenet_resnets import apply_imagenet_head
 from gmsop_keras.names import (  # noqa: F401  (re-exported)
     CANONICAL_HEADS,
@@ -63,6 +65,7 @@ from gmsop_keras.names import (  # noqa: F401  (re-exported)
 
 GAP_COMPONENT_DIMS = (512,)
 SOP_COMPONENT_DIMS = (256, 128)
+MOE_EXPERT_UNITS = 512  # One-layer-SG-MoE: each expert a 128 x 512 fully connected layer (paper Sec. 3.2)
 DEFAULT_DROPOUT = 0.2
 REFERENCE_WIDTH = 128  # the plain GAP representation of ResNet-18
 
@@ -117,7 +120,15 @@ def apply_head(
         x = layers.BatchNormalization(epsilon=1e-5, momentum=bn_momentum, name="head_reduce_bn")(x)
         x = layers.ReLU(name="head_reduce_relu")(x)
 
-    if spec.is_mixture:
+    if spec.pooling == "netvlad":
+        x = NetVLAD(spec.clusters, name="netvlad")(x)
+    elif spec.pooling == "moe":
+        x = layers.GlobalAveragePooling2D(name="gap")(x)
+        x = SparseMoE(
+            spec.num_components, spec.top_k, units=MOE_EXPERT_UNITS, balance_loss_weight=balance_loss_weight,
+            noise=noise, gate_input_norm=gate_input_norm, gate_init=gate_init, seed=seed, name="experts",
+        )(x)
+    elif spec.is_mixture:
         component_dims = SOP_COMPONENT_DIMS if spec.second_order else GAP_COMPONENT_DIMS
         x = GatedMixture(
             spec.num_components,

@@ -13,6 +13,8 @@ PAPER_ROWS = [
     ("ResNet-18 + SR-SOP", "resnet18", "sr-sop", 9.0),
     ("GM-GAP-16-8 + ResNet-18", "resnet18", "gm-gap-16-8", 2.3),
     ("GM-SOP-16-8 + ResNet-18", "resnet18", "gm-sop-16-8", 10.3),
+    ("NetVLAD + ResNet-18", "resnet18", "netvlad-64", 8.9),
+    ("One-layer-SG-MoE + ResNet-18", "resnet18", "sg-moe-16-8", 2.3),
     ("ResNet-50", "resnet50", "gap", 2.4),
     ("ResNet-50-512d", "resnet50", "gap-512", 2.8),
     ("ResNet-50-8256d", "resnet50", "gap-8256", 11.6),

@@ -22,7 +22,7 @@ def test_every_option_has_a_trait_and_a_value_check():
     assert applicable_options("resnet18", "gap") == ["last_stride", "gsop_stages", "gaussian_pooling", "bn_momentum"]
     assert "sop_baseline_bn" in applicable_options("resnet18", "sr-sop")
     assert "dropout" not in applicable_options("resnet18", "sr-sop", sop_baseline_bn=False)
-    assert model_traits("wrn-36-2", "gm-gap-16-8") == {"small_backbone", "classifier_bn", "gated"}
+    assert model_traits("wrn-36-2", "gm-gap-16-8") == {"small_backbone", "classifier_bn", "gated", "dispatched"}
 
 
 @pytest.mark.parametrize(
@@ -126,3 +126,20 @@ def test_logits_are_float32_under_mixed_precision_for_every_backbone(backbone):
     assert keras.ops.convert_to_numpy(logits).dtype == np.float32
     # the network itself runs in float16: the policy did apply
     assert any(layer.compute_dtype == "float16" for layer in model._flatten_layers())
+
+
+def test_table_3_heads_take_the_classifier_and_gate_switches_they_have():
+    assert model_traits("resnet18", "netvlad-64") == {"small_backbone", "classifier_bn"}
+    assert model_traits("resnet18", "sg-moe-16-8") == {"small_backbone", "classifier_bn", "gated"}
+    netvlad = build_model("resnet18", "netvlad-8", dropout=0.3, representation_gamma=1.0, **SMALL)
+    assert netvlad.get_layer("dropout").rate == 0.3
+    np.testing.assert_array_equal(np.array(netvlad.get_layer("representation_bn").gamma), 1.0)
+    moe = build_model("resnet18", "sg-moe-4-2", gate_input_norm=False, gate_init="constant", **SMALL)
+    experts = moe.get_layer("experts")
+    kernel = np.array(experts.gate.gate_kernel)
+    assert experts.gate_norm is None and experts.gate.gate_init == "constant"
+    np.testing.assert_array_equal(kernel, np.full_like(kernel, 1.0 / kernel.shape[0]))
+    with pytest.raises(ValueError, match="`dispatch` does not apply to .*'sg-moe-4-2'"):
+        build_model("resnet18", "sg-moe-4-2", dispatch="gather", **SMALL)
+    with pytest.raises(ValueError, match="`gate_init` does not apply to .*'netvlad-8'"):
+        build_model("resnet18", "netvlad-8", gate_init="constant", **SMALL)
