@@ -20,6 +20,7 @@ import yaml
 from gmsop_keras.errors import UsageError, add_debug_flag
 from gmsop_keras.names import DISPATCHES
 from gmsop_keras.recipes import paper_recipe
+from pipelines import storage
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,7 +152,7 @@ def resolve_config(argv=None):
     if config["epochs"] is None:
         config["epochs"] = int(sum(config["stages"]))
     if config["model_dir"] is None:
-        name = os.path.basename(os.path.normpath(config["dataset"]))
+        name = storage.basename(config["dataset"])
         config["model_dir"] = os.path.join("runs", f"{name}-{config['backbone']}-{config['head']}")
     return config
 
@@ -169,11 +170,10 @@ _Loader.add_implicit_resolver(
 
 def read_yaml_config(path):
     """The options of a YAML file, keys normalised to underscores; unknown keys are refused."""
-    if not os.path.isfile(path):
+    if not storage.isfile(path):
         raise UsageError(f"config file {path} not found")
     try:
-        with open(path) as f:
-            loaded = yaml.load(f, Loader=_Loader)
+        loaded = yaml.load(storage.read_text(path), Loader=_Loader)
     except yaml.YAMLError as error:
         raise UsageError(f"{path} is not valid YAML: {' '.join(str(error).split())}") from None
     if loaded is None:
@@ -232,11 +232,10 @@ def model_options(config):
 
 def read_saved_config(model_dir):
     """The configuration a model directory was trained with, or None."""
-    path = os.path.join(model_dir, CONFIG_FILE)
-    if not os.path.isfile(path):
+    path = storage.join(model_dir, CONFIG_FILE)
+    if not storage.isfile(path):
         return None
-    with open(path) as f:
-        return yaml.safe_load(f) or {}
+    return yaml.safe_load(storage.read_text(path)) or {}
 
 
 def check_model_dir(config):
@@ -257,11 +256,8 @@ def check_model_dir(config):
 
 
 def write_config(config):
-    os.makedirs(config["model_dir"], exist_ok=True)
-    path = os.path.join(config["model_dir"], CONFIG_FILE)
-    with open(path + ".tmp", "w") as f:
-        yaml.safe_dump(_normal(config), f, sort_keys=True)
-    os.replace(path + ".tmp", path)
+    storage.makedirs(config["model_dir"])
+    storage.write_text(storage.join(config["model_dir"], CONFIG_FILE), yaml.safe_dump(_normal(config), sort_keys=True))
 
 
 def _normal(value):
@@ -274,7 +270,7 @@ def _dataset_kind(dataset):
         return dataset
     from pipelines import read_manifest
 
-    if os.path.isfile(os.path.join(dataset, "manifest.json")):
+    if storage.isfile(storage.join(dataset, "manifest.json")):
         return read_manifest(dataset).get("dataset", "folder")
     return "folder"
 

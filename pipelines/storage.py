@@ -245,6 +245,35 @@ def write_text(path, text, newline=None):
         raise
 
 
+def write_bytes(path, data):
+    """`write_text` for bytes: a reader sees the old content or the new, never a part."""
+    if is_url(path):
+        with open_file(path, "wb") as f:
+            f.write(data)
+        return
+    temp = f"{path}.tmp-{os.getpid()}"
+    try:
+        with open(temp, "wb") as f:
+            f.write(data)
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(temp)
+        raise
+
+
+def append_text(path, text):
+    """Adds `text` at the end of a small text file (creating it). Local: an append. URL: the file
+    is read and written again whole, since object stores cannot append."""
+    if not is_url(path):
+        with open(path, "a", newline="", encoding="utf-8") as f:
+            f.write(text)
+        return
+    old = read_text(path) if exists(path) else ""
+    with open_file(path, "w") as f:
+        f.write(old + text)
+
+
 def copy(source, target, overwrite=True):
     """Copies a file between any two file systems (local paths and URLs mixed)."""
     if not is_url(source) and not is_url(target):
