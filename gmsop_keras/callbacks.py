@@ -89,10 +89,25 @@ class DivergenceGuard(keras.callbacks.Callback):
 
 
 class EpochCSVLogger(keras.callbacks.CSVLogger):
-    """Keras' CSVLogger with epochs counted from 1, as in the progress bar and component_usage.csv."""
+    """Keras' CSVLogger with epochs counted from 1, as in the progress bar and component_usage.csv.
+
+    Keras' writer rows go to a buffer that is added to the file after each epoch through
+    `pipelines.storage`, so the file may be a URL (Keras 3.15's own logger fails on one).
+    """
+
+    def on_train_begin(self, logs=None):
+        if not (self.append and storage.exists(self.filename)):
+            storage.write_text(self.filename, "")
+        self.append_header = not storage.read_text(self.filename)
+        self.csv_file = io.StringIO(newline="")
+        self.writer = None
+        self.keys = None
 
     def on_epoch_end(self, epoch, logs=None):
         super().on_epoch_end(epoch + 1, logs)
+        storage.append_text(self.filename, self.csv_file.getvalue())
+        self.csv_file.seek(0)
+        self.csv_file.truncate()
 
 
 class ProgressLines(keras.callbacks.Callback):

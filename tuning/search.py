@@ -22,6 +22,7 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads (gmsop_keras imports Keras)
 
 from gmsop_keras.errors import UsageError, add_debug_flag, run_cli
+from pipelines import storage
 from tuning.studies import STUDIES, nk_pairs, search_space
 
 # Flags passed on to `gmsop_keras.config.resolve_config` as they are.
@@ -179,11 +180,10 @@ def _default_lr_range(lr, defaults):
 
 def _check_directory(directory, settings, overwrite=False):
     """Refuses to resume a folder whose search was made with other settings (KerasTuner would keep its old space)."""
-    path = os.path.join(directory, STUDY_FILE)
-    if overwrite or not os.path.isfile(path):
+    path = storage.join(directory, STUDY_FILE)
+    if overwrite or not storage.isfile(path):
         return
-    with open(path) as f:
-        saved = json.load(f)
+    saved = json.loads(storage.read_text(path))
     now = json.loads(json.dumps(settings))
     differences = [key for key in ("study", "tuner", "space") if saved.get(key) != now[key]]
     differences += [
@@ -198,11 +198,8 @@ def _check_directory(directory, settings, overwrite=False):
 
 
 def _write_settings(directory, settings):
-    os.makedirs(directory, exist_ok=True)
-    path = os.path.join(directory, STUDY_FILE)
-    with open(path + ".tmp", "w") as f:
-        json.dump(settings, f, indent=2, sort_keys=True)
-    os.replace(path + ".tmp", path)
+    storage.makedirs(directory)
+    storage.write_text(storage.join(directory, STUDY_FILE), json.dumps(settings, indent=2, sort_keys=True))
 
 
 def _report(study, rows, ran, md_path, plots):
