@@ -103,3 +103,17 @@ def test_file_urls_use_the_local_flock(tmp_path):
         with pytest.raises(UsageError, match="in use by another fit"):
             with run_state.RunDirectory(str(tmp_path / "run")).lock():
                 pass
+
+
+def test_an_unreadable_newest_checkpoint_falls_back_to_the_one_before():
+    run = run_state.RunDirectory(f"ram://run-{uuid.uuid4().hex}")
+    model = _model()
+    run.save_checkpoint(model, 1)
+    expected = [v.numpy().copy() for v in model.weights]
+    model.fit(np.ones((4, 3)), np.zeros((4, 2)), verbose=0)
+    run.save_checkpoint(model, 2)
+    storage.write_bytes(run._weights(2), storage.read_bytes(run._weights(2))[:96])  # marker, broken weights
+    fresh = _model()
+    assert run.restore(fresh) == 1
+    for got, want in zip(fresh.weights, expected):
+        np.testing.assert_array_equal(got.numpy(), want)
