@@ -24,8 +24,9 @@ The model directory may be a URL (`gs://...`, `file://...`; `pipelines.storage`)
 files (`best.json`, `metrics.json`, `config.yaml`, the CSV logs) are one object write each, which
 object stores make visible whole or not at all; on a local disk they are written aside and renamed.
 A `.keras` payload is complete only once the file written after it exists: `best.keras` once
-`best.json` exists (on a URL, `best.json` is deleted before `best.keras` is replaced), and
-`final.keras` once `metrics.json` exists. The lock is described at `RunDirectory.lock`.
+`best.json` exists (on a URL, `best.json` is deleted before `best.keras` is replaced, so a kill
+in between leaves no best model, and the next finished epoch writes one), and `final.keras` once
+`metrics.json` exists. The lock is described at `RunDirectory.lock`.
 """
 
 import contextlib
