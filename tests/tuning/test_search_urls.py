@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -23,8 +25,7 @@ def test_a_one_trial_grid_in_a_file_url_folder(tiny_synthetic, tmp_path):
     trials = sorted(name for name in os.listdir(folder / "keras_tuner") if name.startswith("trial_"))
     assert len(rows) == 1 and trials == [f"trial_{rows[0]['trial_id']}"]
     trial = json.load(open(folder / "keras_tuner" / trials[0] / "trial.json"))
-    assert float(rows[0]["val_top1_error"]) == 1.0 - trial["score"] or abs(
-        float(rows[0]["val_top1_error"]) - (1.0 - trial["score"])) < 1e-6
+    assert float(rows[0]["val_top1_error"]) == pytest.approx(1.0 - trial["score"], abs=1e-6)
     assert json.load(open(folder / "study.json"))["study"] == "alpha"
     with open(folder / "keras_tuner" / trials[0] / "component_usage.csv", newline="") as f:
         usage = list(csv.DictReader(f))
