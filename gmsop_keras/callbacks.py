@@ -2,8 +2,8 @@
 and component usage over training (paper Fig. 2 left)."""
 
 import csv
+import io
 import math
-import os
 import sys
 import time
 
@@ -11,6 +11,7 @@ import keras
 import numpy as np
 
 from gmsop_keras.layers import GatedMixture
+from pipelines import storage
 
 
 def gated_mixtures(model):
@@ -88,10 +89,25 @@ class DivergenceGuard(keras.callbacks.Callback):
 
 
 class EpochCSVLogger(keras.callbacks.CSVLogger):
-    """Keras' CSVLogger with epochs counted from 1, as in the progress bar and component_usage.csv."""
+    """Keras' CSVLogger with epochs counted from 1, as in the progress bar and component_usage.csv.
+
+    Keras' writer rows go to a buffer that is added to the file after each epoch through
+    `pipelines.storage`, so the file may be a URL (Keras 3.15's own logger fails on one).
+    """
+
+    def on_train_begin(self, logs=None):
+        if not (self.append and storage.exists(self.filename)):
+            storage.write_text(self.filename, "")
+        self.append_header = not storage.read_text(self.filename)
+        self.csv_file = io.StringIO(newline="")
+        self.writer = None
+        self.keys = None
 
     def on_epoch_end(self, epoch, logs=None):
         super().on_epoch_end(epoch + 1, logs)
+        storage.append_text(self.filename, self.csv_file.getvalue())
+        self.csv_file.seek(0)
+        self.csv_file.truncate()
 
 
 class ProgressLines(keras.callbacks.Callback):
@@ -154,29 +170,29 @@ class ComponentUsage(keras.callbacks.Callback):
         layers = gated_mixtures(self.model)
         if not layers:
             return
-        os.makedirs(os.path.join(self.directory, "component_usage"), exist_ok=True)
+        storage.makedirs(storage.join(self.directory, "component_usage"))
         for layer in layers:
             counts = np.asarray(keras.ops.convert_to_numpy(layer.routing_counts.value)).round().astype(int)
             self.history.append((epoch + 1, layer.name, counts))
             self._append_csv(epoch + 1, layer.name, counts)
-            png = os.path.join(self.directory, "component_usage", f"epoch_{epoch + 1:03d}_{layer.name}.png")
+            png = storage.join(self.directory, "component_usage", f"epoch_{epoch + 1:03d}_{layer.name}.png")
             plot_usage(counts, f"{layer.name}, epoch {epoch + 1}", png)
             if self.tensorboard_dir:
                 self._to_tensorboard(epoch + 1, layer.name, counts, png)
 
     def _append_csv(self, epoch, name, counts):
-        path = os.path.join(self.directory, "component_usage.csv")
-        new = not os.path.exists(path)
-        with open(path, "a", newline="") as f:
-            writer = csv.writer(f)
-            if new:
-                writer.writerow(["epoch", "layer"] + [f"component_{i + 1}" for i in range(len(counts))])
-            writer.writerow([epoch, name] + counts.tolist())
+        path = storage.join(self.directory, "component_usage.csv")
+        text = io.StringIO(newline="")
+        writer = csv.writer(text)
+        if not storage.exists(path):
+            writer.writerow(["epoch", "layer"] + [f"component_{i + 1}" for i in range(len(counts))])
+        writer.writerow([epoch, name] + counts.tolist())
+        storage.append_text(path, text.getvalue())
 
     def _to_tensorboard(self, epoch, name, counts, png):
         import tensorflow as tf
 
-        writer = tf.summary.create_file_writer(os.path.join(self.tensorboard_dir, "component_usage"))
+        writer = tf.summary.create_file_writer(storage.join(self.tensorboard_dir, "component_usage"))
         with writer.as_default():
             tf.summary.histogram(f"{name}/samples_per_component", np.repeat(np.arange(len(counts)), counts), step=epoch)
             image = tf.io.decode_png(tf.io.read_file(png), channels=4)[None]
@@ -200,6 +216,7 @@ def plot_usage(counts, title, path):
     ax.set_title(title)
     ax.legend(loc="upper right", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path + ".tmp.png")
+    image = io.BytesIO()
+    fig.savefig(image, format="png")
     plt.close(fig)
-    os.replace(path + ".tmp.png", path)
+    storage.write_bytes(path, image.getvalue())

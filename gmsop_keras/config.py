@@ -31,6 +31,7 @@ from gmsop_keras.names import DISPATCHES
 from gmsop_keras.presets import NAMES as PRESET_NAMES
 from gmsop_keras.presets import preset_values
 from gmsop_keras.recipes import SYNTHETIC_SIZE, find_recipe, scale_stages
+from pipelines import storage
 from pipelines.augmentations import AUGMENTATIONS
 
 
@@ -198,7 +199,7 @@ def resolve_config(argv=None):
         if config[key] is None:
             config[key] = value
     if config["model_dir"] is None:
-        name = os.path.basename(os.path.normpath(config["dataset"]))
+        name = storage.basename(config["dataset"])
         config["model_dir"] = os.path.join("runs", f"{name}-{config['backbone']}-{config['head']}")
     if stages_from_recipe:
         config["stages"] = _recipe_stages(config, stages_from_recipe)
@@ -241,11 +242,10 @@ _Loader.add_implicit_resolver(
 
 def read_yaml_config(path):
     """The options of a YAML file, keys normalised to underscores; unknown keys are refused."""
-    if not os.path.isfile(path):
+    if not storage.isfile(path):
         raise UsageError(f"config file {path} not found")
     try:
-        with open(path) as f:
-            loaded = yaml.load(f, Loader=_Loader)
+        loaded = yaml.load(storage.read_text(path), Loader=_Loader)
     except yaml.YAMLError as error:
         raise UsageError(f"{path} is not valid YAML: {' '.join(str(error).split())}") from None
     if loaded is None:
@@ -308,11 +308,10 @@ def model_options(config):
 
 def read_saved_config(model_dir):
     """The configuration a model directory was trained with, or None."""
-    path = os.path.join(model_dir, CONFIG_FILE)
-    if not os.path.isfile(path):
+    path = storage.join(model_dir, CONFIG_FILE)
+    if not storage.isfile(path):
         return None
-    with open(path) as f:
-        return yaml.safe_load(f) or {}
+    return yaml.safe_load(storage.read_text(path)) or {}
 
 
 def check_model_dir(config):
@@ -334,11 +333,8 @@ def check_model_dir(config):
 
 
 def write_config(config):
-    os.makedirs(config["model_dir"], exist_ok=True)
-    path = os.path.join(config["model_dir"], CONFIG_FILE)
-    with open(path + ".tmp", "w") as f:
-        yaml.safe_dump(_normal(config), f, sort_keys=True)
-    os.replace(path + ".tmp", path)
+    storage.makedirs(config["model_dir"])
+    storage.write_text(storage.join(config["model_dir"], CONFIG_FILE), yaml.safe_dump(_normal(config), sort_keys=True))
 
 
 def _normal(value):
@@ -351,7 +347,7 @@ def _dataset_kind(dataset):
         return dataset
     from pipelines import read_manifest
 
-    if os.path.isfile(os.path.join(dataset, "manifest.json")):
+    if storage.isfile(storage.join(dataset, "manifest.json")):
         return read_manifest(dataset).get("dataset", "folder")
     return "folder"
 

@@ -21,6 +21,7 @@ import sys
 import numpy as np
 
 from gmsop_keras.errors import UsageError, add_debug_flag, run_cli
+from pipelines import storage
 
 TORCH_MISSING = "reading a PyTorch checkpoint needs torch: pip install torch==2.13.0 (or pip install torch)"
 
@@ -37,10 +38,11 @@ def read_checkpoint(path, weights_only=True):
         raise UsageError(TORCH_MISSING) from error
     from gmsop_keras.models.torch_weights import unwrap_state_dict
 
-    if not os.path.isfile(path):
+    if not storage.isfile(path):
         raise UsageError(f"checkpoint not found: {path}")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=weights_only)
+        with storage.local_path(path) as local:
+            checkpoint = torch.load(local, map_location="cpu", weights_only=weights_only)
     except Exception as error:  # torch raises several types for unreadable or unsafe files
         hint = " (or pass --unsafe-load for a checkpoint you trust that pickles other objects)" if weights_only else ""
         raise UsageError(f"cannot read {path} as a PyTorch checkpoint: {str(error).splitlines()[0]}{hint}") from error
@@ -97,11 +99,14 @@ def main(argv=None):
                                    raw_images=True)
     except ValueError as error:  # CheckpointMismatchError: what is missing, unexpected, mis-shaped
         raise UsageError(str(error)) from None
-    directory = os.path.dirname(os.path.abspath(args.output))
-    os.makedirs(directory, exist_ok=True)
-    partial = os.path.join(directory, f".{os.path.basename(args.output)}.partial.keras")
-    model.save(partial)
-    os.replace(partial, args.output)  # a .keras file that exists is complete
+    storage.makedirs(storage.dirname(args.output))
+    if storage.is_url(args.output):
+        model.save(args.output)  # one object write (Keras zips in memory): whole or absent
+    else:
+        directory = os.path.dirname(os.path.abspath(args.output))
+        partial = os.path.join(directory, f".{os.path.basename(args.output)}.partial.keras")
+        model.save(partial)
+        os.replace(partial, args.output)  # a .keras file that exists is complete
     print(args.output)
     if args.saved_model:
         from gmsop_keras.export import export_model

@@ -15,10 +15,10 @@ image is zero-padded by 4 pixels and randomly cropped back to its size, determin
 
 import argparse
 import json
-import os
 import sys
 
 from gmsop_keras.errors import UsageError, add_debug_flag, run_cli
+from pipelines import storage
 from pipelines.augmentations import TEST_TIME_AUGMENTATIONS
 from pipelines.startup import load_tensorflow
 
@@ -101,8 +101,7 @@ def main(argv=None):
     text = json.dumps(result, indent=2)
     print(text)
     if args.output:
-        with open(args.output, "w") as f:
-            f.write(text + "\n")
+        storage.write_text(args.output, text + "\n")
     return 0
 
 
@@ -121,12 +120,20 @@ def load_model(path):
 
 
 def resolve_model_path(path):
-    if os.path.isdir(path):
-        for name in ("best.keras", "final.keras"):
-            if os.path.isfile(os.path.join(path, name)):
-                return os.path.join(path, name)
-        raise UsageError(f"{path} holds neither best.keras nor final.keras")
-    if not os.path.isfile(path):
+    """A `.keras` file, or a model dir's best.keras, else its final.keras.
+
+    In a model dir on a URL (no rename there, `gmsop_keras.run_state`) a model counts only with
+    the file written after it: best.keras with best.json, final.keras with metrics.json.
+    """
+    if storage.isdir(path):
+        markers = {"best.keras": "best.json", "final.keras": "metrics.json"}
+        for name, marker in markers.items():
+            if storage.isfile(storage.join(path, name)) and (
+                    not storage.is_url(path) or storage.isfile(storage.join(path, marker))):
+                return storage.join(path, name)
+        raise UsageError(f"{path} holds neither a complete best.keras nor final.keras; train it to the end "
+                         "of an epoch first, or pass a .keras file")
+    if not storage.isfile(path):
         raise UsageError(f"model {path} not found")
     return path
 

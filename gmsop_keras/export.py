@@ -20,6 +20,7 @@ import sys
 import uuid
 
 from gmsop_keras.errors import UsageError, add_debug_flag, run_cli
+from pipelines import storage
 from pipelines.startup import load_tensorflow
 
 SIGNATURE = "serving_default"
@@ -32,8 +33,13 @@ PREPROCESSING_FILE = "preprocessing.json"
 def export_model(model, output_base, version=None, manifest=None, class_names=None):
     """Exports `model` as a SavedModel in `output_base/<version>/`.
 
-    The version is built in a temporary folder beside it and renamed into place, so a version
-    folder that exists is complete; an existing version is never overwritten.
+    A version is complete when its `saved_model.pb` exists: TensorFlow writes it after the
+    variables and assets, and this package's own assets are written before it. On a local disk
+    the version is also built in a temporary folder beside it and renamed into place, so that TF
+    Serving never sees a version being written. On a URL (`gs://...`; object stores have no
+    rename) it is written in place, and an interrupted export leaves a version folder without
+    `saved_model.pb`, which `gmsop_keras.predict` refuses and the next export skips. An existing
+    version is never overwritten.
 
     Args:
         model: a `keras.Model` taking raw RGB images in [0, 255] of a static size (`build_model`).
@@ -66,8 +72,8 @@ def export_model(model, output_base, version=None, manifest=None, class_names=No
         if any("\n" in name or "\r" in name for name in class_names):
             raise ValueError("class names must not contain line breaks (one name a line in class_names.txt)")
     version = next_version(output_base) if version is None else _check_version(version)
-    target = os.path.join(output_base, str(version))
-    if os.path.exists(target):
+    target = storage.join(output_base, str(version))
+    if storage.exists(target):
         raise UsageError(f"{target} exists; versions are never overwritten, choose another --version")
 
     k = min(TOP_K, num_classes)
@@ -95,25 +101,30 @@ def export_model(model, output_base, version=None, manifest=None, class_names=No
     archive.add_endpoint(
         SIGNATURE, serve, input_signature=[tf.TensorSpec([None, height, width, 3], tf.uint8, name=INPUT_NAME)]
     )
-    os.makedirs(output_base, exist_ok=True)
+    storage.makedirs(output_base)
+    if storage.is_url(output_base):
+        _write_version(archive, target, model, manifest, class_names)  # saved_model.pb last
+        return target
     # TF Serving only loads folders named by an integer: the temporary one is invisible to it.
     temp_dir = os.path.join(output_base, f".tmp-{version}-{uuid.uuid4().hex[:12]}")
     try:
-        archive.write_out(temp_dir, verbose=False)
-        assets = os.path.join(temp_dir, "assets")
-        os.makedirs(assets, exist_ok=True)
-        with open(os.path.join(assets, PREPROCESSING_FILE), "w") as f:
-            json.dump(preprocessing(model, manifest), f, indent=1)
-            f.write("\n")
-        if class_names is not None:
-            with open(os.path.join(assets, CLASS_NAMES_FILE), "w", encoding="utf-8") as f:
-                f.writelines(f"{name}\n" for name in class_names)
+        _write_version(archive, temp_dir, model, manifest, class_names)
         if os.path.exists(target):  # another export took this version meanwhile
             raise UsageError(f"{target} exists; versions are never overwritten, choose another --version")
         os.rename(temp_dir, target)
     finally:
         shutil.rmtree(temp_dir, ignore_errors=True)
     return target
+
+
+def _write_version(archive, folder, model, manifest, class_names):
+    """This package's assets, then the SavedModel, whose `saved_model.pb` TensorFlow writes last."""
+    assets = storage.join(folder, "assets")
+    storage.makedirs(assets)
+    storage.write_text(storage.join(assets, PREPROCESSING_FILE), json.dumps(preprocessing(model, manifest), indent=1) + "\n")
+    if class_names is not None:
+        storage.write_text(storage.join(assets, CLASS_NAMES_FILE), "".join(f"{name}\n" for name in class_names))
+    archive.write_out(folder, verbose=False)
 
 
 def check_image_shape(image, height, width):
@@ -139,10 +150,10 @@ def check_image_shape(image, height, width):
 
 def next_version(output_base):
     """One more than the largest integer-named folder in `output_base` (1 when there is none)."""
-    if not os.path.isdir(output_base):
+    if not storage.isdir(output_base):
         return 1
-    versions = [int(name) for name in os.listdir(output_base)
-                if name.isascii() and name.isdigit() and os.path.isdir(os.path.join(output_base, name))]
+    versions = [int(name) for name in storage.listdir(output_base)
+                if name.isascii() and name.isdigit() and storage.isdir(storage.join(output_base, name))]
     return max(versions, default=0) + 1
 
 
@@ -199,10 +210,10 @@ def main(argv=None):
     from gmsop_keras.evaluate import load_model, resolve_model_path
 
     path = resolve_model_path(args.model)
-    model_dir = os.path.dirname(os.path.abspath(path))
-    output = args.output or os.path.join("saved_models", os.path.basename(model_dir))
-    if args.version is not None and os.path.exists(os.path.join(output, str(args.version))):  # before loading
-        raise UsageError(f"{os.path.join(output, str(args.version))} exists; versions are never overwritten, "
+    model_dir = storage.dirname(path)
+    output = args.output or os.path.join("saved_models", storage.basename(model_dir))
+    if args.version is not None and storage.exists(storage.join(output, str(args.version))):  # before loading
+        raise UsageError(f"{storage.join(output, str(args.version))} exists; versions are never overwritten, "
                          "choose another --version")
     manifest = find_manifest(args.data_dir, model_dir)
     load_tensorflow(args.debug)
@@ -249,7 +260,7 @@ def _config_data_dirs(model_dir):
     candidates = [config.get("data_dir"), config.get("dataset")]
     if config.get("dataset") == "synthetic":
         candidates.append(synthetic_dir(config))  # where `fit` converts the built-in synthetic set
-    return [c for c in candidates if isinstance(c, str) and os.path.isdir(c)]
+    return [c for c in candidates if isinstance(c, str) and storage.isdir(c)]
 
 
 def console_main():

@@ -15,10 +15,10 @@ is then 1.
 
 import argparse
 import json
-import os
 import sys
 
 from gmsop_keras.errors import UsageError, add_debug_flag, run_cli
+from pipelines import storage
 from pipelines.startup import load_tensorflow
 
 SIGNATURE = "serving_default"
@@ -47,15 +47,13 @@ class Predictor:
         self.path = resolve_saved_model(path)
         self.signature = tf.saved_model.load(self.path).signatures[SIGNATURE]
         height, width = self.signature.structured_input_signature[1]["image"].shape[1:3]
-        assets = os.path.join(self.path, "assets")
+        assets = storage.join(self.path, "assets")
         self.preprocessing = {"resize_to": [height, width], "crop_to": None}
-        if os.path.isfile(os.path.join(assets, PREPROCESSING_FILE)):
-            with open(os.path.join(assets, PREPROCESSING_FILE)) as f:
-                self.preprocessing.update(json.load(f))
+        if storage.isfile(storage.join(assets, PREPROCESSING_FILE)):
+            self.preprocessing.update(json.loads(storage.read_text(storage.join(assets, PREPROCESSING_FILE))))
         self.class_names = None
-        if os.path.isfile(os.path.join(assets, CLASS_NAMES_FILE)):
-            with open(os.path.join(assets, CLASS_NAMES_FILE), encoding="utf-8") as f:
-                self.class_names = f.read().splitlines()
+        if storage.isfile(storage.join(assets, CLASS_NAMES_FILE)):
+            self.class_names = storage.read_text(storage.join(assets, CLASS_NAMES_FILE)).splitlines()
 
     def prepare(self, image):
         """uint8 RGB [H, W, 3] of any size -> the model's input size, as the dataset was made."""
@@ -76,16 +74,23 @@ class Predictor:
 
 
 def resolve_saved_model(path):
-    """`path` if it holds a SavedModel, else its newest integer-named version folder."""
-    if os.path.isfile(os.path.join(path, "saved_model.pb")):
+    """`path` if it holds a SavedModel, else its newest complete integer-named version folder.
+
+    A version is complete once its `saved_model.pb` exists (written last, `gmsop_keras.export`).
+    """
+    if storage.isfile(storage.join(path, "saved_model.pb")):
         return path
-    if not os.path.isdir(path):
+    if not storage.isdir(path):
         raise UsageError(f"SavedModel {path} not found")
-    versions = sorted((int(name) for name in os.listdir(path)
-                       if name.isascii() and name.isdigit() and os.path.isfile(os.path.join(path, name, "saved_model.pb"))))
+    names = storage.listdir(path)
+    if storage.basename(path).isdigit() and "variables" in names:
+        raise UsageError(f"{path} is an incomplete export (no saved_model.pb: the export was interrupted); "
+                         "export the model again, or pass the folder of its versions to use the newest complete one")
+    versions = sorted((int(name) for name in names
+                       if name.isascii() and name.isdigit() and storage.isfile(storage.join(path, name, "saved_model.pb"))))
     if not versions:
         raise UsageError(f"{path} holds no SavedModel (saved_model.pb) nor numbered versions of one")
-    return os.path.join(path, str(versions[-1]))
+    return storage.join(path, str(versions[-1]))
 
 
 def prepare_image(image, resize_to, crop_to=None):

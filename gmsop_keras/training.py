@@ -28,6 +28,7 @@ def locate_data(config):
         pipelines.DataError: a folder that is not a finished conversion.
     """
     import pipelines
+    from pipelines import storage
     from pipelines.manifest import has_manifest
 
     dataset = config["dataset"]
@@ -37,7 +38,7 @@ def locate_data(config):
     data_dir = config["data_dir"] or (dataset if dataset not in ("imagenet64", "places365") else None)
     if data_dir is None:
         raise UsageError(f"--dataset {dataset} needs --data-dir: the output of python -m pipelines.convert {dataset}")
-    if not os.path.isdir(data_dir):
+    if not storage.isdir(data_dir):
         raise UsageError(f"data dir {data_dir} does not exist; convert the dataset first (python -m pipelines.convert)")
     manifest = pipelines.read_manifest(data_dir)
     pipelines.verify_manifest(data_dir, splits=["train", "validation"], manifest=manifest)

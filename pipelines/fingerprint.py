@@ -8,8 +8,8 @@ the file was just read for conversion.
 """
 
 import hashlib
-import os
 
+from pipelines import storage
 from pipelines.errors import DataError
 
 BLOCK_BYTES = 64 << 10
@@ -18,14 +18,14 @@ BLOCK_BYTES = 64 << 10
 def fingerprint(path):
     """`"size:mtime_ns:digest"` of the file at `path`; DataError naming it when it cannot be read."""
     try:
-        stat = os.stat(path)
+        size, mtime = storage.size(path), storage.mtime_ns(path)
         digest = hashlib.sha256()
-        with open(path, "rb") as f:
+        with storage.open_file(path, "rb") as f:
             digest.update(f.read(BLOCK_BYTES))
-            if stat.st_size > 2 * BLOCK_BYTES:
-                f.seek(-BLOCK_BYTES, os.SEEK_END)
+            if size > 2 * BLOCK_BYTES:
+                f.seek(size - BLOCK_BYTES)
             digest.update(f.read(BLOCK_BYTES))
     except OSError as e:
         raise DataError(f"{path}: cannot be read ({e.strerror or e}); restore it, or convert again "
                         "with --overwrite") from None
-    return f"{stat.st_size}:{stat.st_mtime_ns}:{digest.hexdigest()[:16]}"
+    return f"{size}:{mtime}:{digest.hexdigest()[:16]}"

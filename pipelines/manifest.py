@@ -21,14 +21,17 @@ A manifest looks like this (values from a converted ImageNet-64):
       "created": "2026-01-01T12:00:00+00:00"
     }
 
-Its presence means the conversion finished: it is written (temporary name, then rename) only after
-every shard is in place.
+Its presence means the conversion finished: it is written last, after every shard it lists is in
+place, and a shard counts only with the size the manifest records for it. No step relies on a
+rename (object stores have none): shards are written under their final names, and the manifest
+is one small write (on a local disk written aside and renamed, on a URL one object write, which
+object stores make visible whole or not at all; `pipelines.storage`).
 """
 
 import hashlib
 import json
-import os
 
+from pipelines import storage
 from pipelines.errors import DataError
 
 MANIFEST_NAME = "manifest.json"
@@ -38,28 +41,23 @@ _REQUIRED_KEYS = ("dataset", "image_shape", "num_classes", "class_names", "split
 
 def file_sha256(path, block_size=1 << 22):
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
+    with storage.open_file(path, "rb") as f:
         for block in iter(lambda: f.read(block_size), b""):
             digest.update(block)
     return digest.hexdigest()
 
 
 def manifest_path(data_dir):
-    return os.path.join(data_dir, MANIFEST_NAME)
+    return storage.join(data_dir, MANIFEST_NAME)
 
 
 def has_manifest(data_dir):
-    return os.path.isfile(manifest_path(data_dir))
+    return storage.isfile(manifest_path(data_dir))
 
 
 def write_manifest(data_dir, manifest):
-    """Writes `manifest.json` atomically (temporary file, then rename)."""
-    path = manifest_path(data_dir)
-    temp_path = path + ".tmp"
-    with open(temp_path, "w") as f:
-        json.dump(manifest, f, indent=1)
-        f.write("\n")
-    os.replace(temp_path, path)
+    """Writes `manifest.json` whole (`storage.write_text`): a reader sees all of it or none."""
+    storage.write_text(manifest_path(data_dir), json.dumps(manifest, indent=1) + "\n")
 
 
 def read_manifest(data_dir):
@@ -76,13 +74,12 @@ def read_manifest(data_dir):
         DataError: no manifest (conversion never finished), or one that cannot be read.
     """
     path = manifest_path(data_dir)
-    if not os.path.isfile(path):
-        hint = "the conversion did not finish; re-run it to resume" if os.path.isdir(data_dir) else (
+    if not storage.isfile(path):
+        hint = "the conversion did not finish; re-run it to resume" if storage.isdir(data_dir) else (
             "the folder does not exist")
         raise DataError(f"{path}: no manifest ({hint}); convert a dataset with `python -m pipelines.convert`")
     try:
-        with open(path) as f:
-            manifest = json.load(f)
+        manifest = json.loads(storage.read_text(path))
     except (OSError, ValueError) as e:
         raise DataError(f"{path}: unreadable manifest ({e}); re-run the conversion with "
                         "--overwrite") from None
@@ -133,11 +130,11 @@ def verify_manifest(data_dir, splits=None, checksums=False, manifest=None):
 
 
 def _verify_shard(data_dir, shard, checksums):
-    path = os.path.join(data_dir, shard["file"])
-    if not os.path.isfile(path):
+    path = storage.join(data_dir, shard["file"])
+    if not storage.isfile(path):
         raise DataError(f"{path}: shard listed in {MANIFEST_NAME} is missing; copy the whole folder "
                         "or re-run the conversion with --overwrite")
-    size = os.path.getsize(path)
+    size = storage.size(path)
     if size != shard["bytes"]:
         raise DataError(f"{path}: {size} bytes, but {MANIFEST_NAME} says {shard['bytes']}; the shard is "
                         "truncated or was replaced, re-run the conversion with --overwrite")
@@ -148,4 +145,4 @@ def _verify_shard(data_dir, shard, checksums):
 
 def shard_paths(data_dir, manifest, split):
     """Full paths of a split's shards, in order."""
-    return [os.path.join(data_dir, shard["file"]) for shard in manifest["splits"][split]["shards"]]
+    return [storage.join(data_dir, shard["file"]) for shard in manifest["splits"][split]["shards"]]

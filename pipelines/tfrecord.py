@@ -12,15 +12,16 @@ Every record is one `tf.train.Example` holding a fixed-size image as raw uint8 b
 | `label`          | int64 | class index, 0-based           |
 
 Raw bytes (not PNG/JPEG) make the input pipeline a `decode_raw`, which is what lets a 2-core host feed a
-GPU; at 64x64 a record is 12.4 kB. Shards are written under a temporary name and renamed when complete
-(`write_shard`), so a file with a final shard name is always a whole shard.
+GPU; at 64x64 a record is 12.4 kB. Shards are written under their final names (`write_shard`), with
+no rename, which object stores do not have; a shard counts only once the conversion's progress
+record and then the manifest list it with its size (`pipelines.writer`), so a shard cut short is
+never taken for a whole one.
 """
-
-import os
 
 import numpy as np
 import tensorflow as tf
 
+from pipelines import storage
 from pipelines.manifest import file_sha256
 
 IMAGE_KEY = "image/raw"
@@ -76,10 +77,11 @@ def decode_example(serialized):
 
 
 def write_shard(path, images, labels):
-    """Writes one shard atomically and returns its manifest entry.
+    """Writes one shard under its final name and returns its manifest entry.
 
-    The records go to `path + ".tmp"`, which is renamed to `path` only once it is complete and closed;
-    an interrupted write leaves at most a `.tmp` file, never a file with a final shard name.
+    The entry (with the size) is what makes the shard count: an interrupted write leaves a file
+    that no progress record or manifest lists, which a resumed conversion deletes. A failed write
+    deletes its partial file at once.
 
     Args:
         path: final file name of the shard.
@@ -89,20 +91,17 @@ def write_shard(path, images, labels):
     Returns:
         `{"file", "num_examples", "bytes", "sha256"}` of the written shard.
     """
-    temp_path = path + TEMP_SUFFIX
     try:
-        with tf.io.TFRecordWriter(temp_path) as writer:
+        with tf.io.TFRecordWriter(path) as writer:
             for image, label in zip(images, labels):
                 writer.write(encode_example(image, label))
-        checksum = file_sha256(temp_path)
-        os.replace(temp_path, path)
+        checksum = file_sha256(path)
     except BaseException:
-        if os.path.exists(temp_path):
-            os.remove(temp_path)
+        storage.remove(path, missing_ok=True)
         raise
     return {
-        "file": os.path.basename(path),
+        "file": storage.basename(path),
         "num_examples": int(len(labels)),
-        "bytes": os.path.getsize(path),
+        "bytes": storage.size(path),
         "sha256": checksum,
     }

@@ -4,13 +4,18 @@ Files in the output folder while a conversion runs:
 
 - `.convert-plan.json`: the shard plan and the source description. A re-run with the same plan
   resumes; a different one (other source or shard size) is refused unless `--overwrite`.
+- `train-00003-of-00016.tfrecord`: a shard, written under its final name (no rename: object stores
+  have none). It counts only once the progress file lists it with its size; a shard file that is
+  not listed (a write cut short) is deleted on resume.
 - `.convert-progress.jsonl`: one line per finished shard (count, size, checksum, skipped inputs, and
-  the fingerprints of the source files it was read from), appended after the shard got its final
-  name. A resumed run re-fingerprints those files and refuses to go on when one changed (same name,
-  other content): the finished shards hold the old images, the rest would hold the new ones.
-- `train-00003-of-00016.tfrecord.tmp`: a shard being written; deleted on resume.
-- `manifest.json`: written last; from then on the folder is a finished dataset and is not
-  overwritten without `overwrite=True`.
+  the fingerprints of the source files it was read from), added after the shard was written whole
+  (on a URL the small file is written again whole, object stores cannot append). A resumed run
+  re-fingerprints those files and refuses to go on when one changed (same name, other content):
+  the finished shards hold the old images, the rest would hold the new ones.
+- `manifest.json`: written last, listing every shard with its size; from then on the folder is a
+  finished dataset and is not overwritten without `overwrite=True`.
+
+Every path may be a URL (`gs://...`, `file://...`; `pipelines.storage`).
 
 Replacing a finished dataset (`overwrite=True`) never leaves a folder whose manifest lists missing or
 other shards, and needs no atomic rename (the protocol holds on object stores, where a "move" is a
@@ -32,12 +37,12 @@ import json
 import math
 import os
 import re
-import shutil
 import threading
 
 import numpy as np
 from tqdm import tqdm
 
+from pipelines import storage
 from pipelines.errors import DataError
 from pipelines.fingerprint import fingerprint
 from pipelines.manifest import FORMAT_VERSION, MANIFEST_NAME, has_manifest, write_manifest
@@ -99,12 +104,12 @@ def write_dataset(source, output_dir, *, shard_size_mb=100.0, min_shards=4, work
             finished before the error are kept, and a re-run resumes after the fix); a source file
             that changed since an interrupted run began (unless `overwrite`, which starts again).
     """
-    os.makedirs(output_dir, exist_ok=True)
+    storage.makedirs(output_dir)
     plan = plan_shards(source, shard_size_mb, min_shards)
     plan_record = json.loads(json.dumps({  # as it reads back from the plan file
         "dataset": source.dataset, "source": source.description, "image_shape": list(source.image_shape),
         "num_classes": source.num_classes, "shards": plan}))
-    staging = os.path.join(output_dir, STAGING_NAME)
+    staging = storage.join(output_dir, STAGING_NAME)
     if has_manifest(staging):  # a replacement was complete but not yet switched in: finish that
         manifest = _switch_in(output_dir, staging)
         if _same_conversion(manifest, plan_record):  # this very command, interrupted in the switch
@@ -115,16 +120,16 @@ def write_dataset(source, output_dir, *, shard_size_mb=100.0, min_shards=4, work
                             "pass --overwrite to replace it")
         target = staging  # the old dataset stays whole until the new one is
     else:
-        shutil.rmtree(staging, ignore_errors=True)
+        storage.rmtree(staging)
         target = output_dir
-    os.makedirs(target, exist_ok=True)
+    storage.makedirs(target)
     done = _resume_state(source, target, plan, plan_record, overwrite)
     todo = [task for task in plan if task["file"] not in done]
     jobs = _group_jobs(source, todo)
     lock = threading.Lock()
     stop = threading.Event()
     bar = tqdm(total=sum(t["stop"] - t["start"] for t in todo), unit="img", disable=not progress,
-               desc=f"{source.dataset} -> {os.path.basename(os.path.abspath(output_dir))}",
+               desc=f"{source.dataset} -> {storage.basename(storage.absolute(output_dir))}",
                dynamic_ncols=True)
 
     def run_job(tasks):
@@ -133,8 +138,7 @@ def write_dataset(source, output_dir, *, shard_size_mb=100.0, min_shards=4, work
                 return
             entry = _write_task(source, target, task)
             with lock:
-                with open(os.path.join(target, PROGRESS_NAME), "a") as f:
-                    f.write(json.dumps(entry) + "\n")
+                storage.append_text(storage.join(target, PROGRESS_NAME), json.dumps(entry) + "\n")
                 done[task["file"]] = entry
                 bar.update(task["stop"] - task["start"])
 
@@ -145,7 +149,7 @@ def write_dataset(source, output_dir, *, shard_size_mb=100.0, min_shards=4, work
     manifest = _build_manifest(source, plan, done)
     write_manifest(target, manifest)
     for name in (PLAN_NAME, PROGRESS_NAME):
-        os.remove(os.path.join(target, name))
+        storage.remove(storage.join(target, name))
     if target == staging:
         _switch_in(output_dir, staging)
     return manifest
@@ -153,27 +157,27 @@ def write_dataset(source, output_dir, *, shard_size_mb=100.0, min_shards=4, work
 
 def _switch_in(output_dir, staging):
     """Replaces the dataset in `output_dir` by the finished one in `staging` (steps 2-3 above)."""
-    with open(os.path.join(staging, MANIFEST_NAME)) as f:
-        manifest = json.load(f)
+    manifest = json.loads(storage.read_text(storage.join(staging, MANIFEST_NAME)))
     staged = {shard["file"] for split in manifest["splits"].values() for shard in split["shards"]}
-    old_manifest = os.path.join(output_dir, MANIFEST_NAME)
-    if os.path.exists(old_manifest):
-        os.remove(old_manifest)
-    for name in os.listdir(output_dir):
+    storage.remove(storage.join(output_dir, MANIFEST_NAME), missing_ok=True)
+    for name in storage.listdir(output_dir):
         # Old shards, and partial copies of staged ones; a staged shard already moved up is kept.
-        if _OWN_FILE.match(name) and (name not in staged or os.path.exists(os.path.join(staging, name))):
-            os.remove(os.path.join(output_dir, name))
+        if _OWN_FILE.match(name) and (name not in staged or storage.exists(storage.join(staging, name))):
+            storage.remove(storage.join(output_dir, name))
     for name in sorted(staged):
-        if os.path.exists(os.path.join(staging, name)):
-            _move(os.path.join(staging, name), os.path.join(output_dir, name))
+        if storage.exists(storage.join(staging, name)):
+            _move(storage.join(staging, name), storage.join(output_dir, name))
     write_manifest(output_dir, manifest)
-    shutil.rmtree(staging)
+    storage.rmtree(staging)
     return manifest
 
 
 def _move(source_path, target_path):
-    """Moves a staged shard up. Nothing relies on this being atomic (step 3 of the protocol)."""
-    os.replace(source_path, target_path)
+    """Moves a staged shard up: a copy, then the staged copy deleted (what a "rename" is on an
+    object store). Nothing relies on this being atomic (step 3 of the protocol): a copy cut
+    short is deleted and copied again by the next run, since its staged source still exists."""
+    storage.copy(source_path, target_path)
+    storage.remove(source_path)
 
 
 def _same_conversion(manifest, plan_record):
@@ -192,7 +196,7 @@ def _write_task(source, output_dir, task):
     inputs = [_fingerprint_or_none(path) for path in paths]
     examples = split.read(task["start"], task["stop"])
     _check_examples(source, task, examples)
-    entry = write_shard(os.path.join(output_dir, task["file"]), examples.images, examples.labels)
+    entry = write_shard(storage.join(output_dir, task["file"]), examples.images, examples.labels)
     entry["pixel_sums"] = pixel_sums(examples.images)
     entry["skipped"] = list(examples.skipped)
     entry["inputs"] = inputs
@@ -287,17 +291,16 @@ def _resume_state(source, target, plan, plan_record, overwrite):
     With `overwrite`, a previous run with another plan or changed inputs is discarded instead of
     refused; one with the same plan and unchanged inputs resumes.
     """
-    plan_path = os.path.join(target, PLAN_NAME)
-    progress_path = os.path.join(target, PROGRESS_NAME)
-    own = [name for name in os.listdir(target) if _OWN_FILE.match(name)]
-    if not os.path.exists(plan_path):
+    plan_path = storage.join(target, PLAN_NAME)
+    progress_path = storage.join(target, PROGRESS_NAME)
+    own = [name for name in storage.listdir(target) if _OWN_FILE.match(name)]
+    if not storage.exists(plan_path):
         if own and not overwrite:  # not made by a run of this tool that we know of: keep it
             raise DataError(f"{target}: holds shard files ({own[0]}, ...) but no record of the "
                             "conversion that made them; choose an empty folder or pass --overwrite")
         return _start_over(target, plan_record)
     try:
-        with open(plan_path) as f:
-            previous = json.load(f)
+        previous = json.loads(storage.read_text(plan_path))
     except ValueError:  # cut short while being written: nothing was converted yet
         previous = plan_record
     if previous != plan_record:
@@ -306,28 +309,26 @@ def _resume_state(source, target, plan, plan_record, overwrite):
         raise DataError(f"{target}: holds an unfinished conversion with other settings or source; "
                         "re-run it with the same options to resume, or pass --overwrite to start over")
     done = {}
-    if os.path.exists(progress_path):
-        with open(progress_path) as f:
-            for line in f:
-                try:
-                    entry = json.loads(line)
-                except ValueError:  # a line cut short by the interruption
-                    continue
-                path = os.path.join(target, entry["file"])
-                if os.path.isfile(path) and os.path.getsize(path) == entry["bytes"]:
-                    done[entry["file"]] = entry
+    if storage.exists(progress_path):
+        for line in storage.read_text(progress_path).splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:  # a line cut short by the interruption
+                continue
+            path = storage.join(target, entry["file"])
+            if storage.isfile(path) and storage.size(path) == entry["bytes"]:
+                done[entry["file"]] = entry
     changed = _changed_input(source, target, plan, done)
     if changed:
         if overwrite:
             return _start_over(target, plan_record)
         raise DataError(changed)
-    for name in own:  # partial (.tmp) shards, and shards renamed but never recorded
+    for name in own:  # shards cut short (and `.tmp` files of older versions): never recorded
         if name not in done:
-            os.remove(os.path.join(target, name))
-    with open(plan_path, "w") as f:
-        json.dump(plan_record, f)
-    with open(progress_path, "w") as f:  # rewrite without the stale lines
-        f.writelines(json.dumps(entry) + "\n" for entry in done.values())
+            storage.remove(storage.join(target, name))
+    storage.write_text(plan_path, json.dumps(plan_record))
+    # Rewritten without the stale lines.
+    storage.write_text(progress_path, "".join(json.dumps(entry) + "\n" for entry in done.values()))
     return done
 
 
@@ -341,7 +342,7 @@ def _changed_input(source, target, plan, done):
         paths = inputs(task["start"], task["stop"]) if inputs else []
         recorded = entry.get("inputs", [])
         if len(recorded) != len(paths):
-            return (f"{os.path.join(target, name)}: finished shard without a record of its source files; "
+            return (f"{storage.join(target, name)}: finished shard without a record of its source files; "
                     "pass --overwrite to convert again from scratch")
         checks += [(path, expected, name) for path, expected in zip(paths, recorded)]
     with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
@@ -349,7 +350,7 @@ def _changed_input(source, target, plan, done):
         for (path, expected, name), now in zip(checks, found):
             if now != expected:
                 what = "is gone or unreadable" if now is None else "changed (size, time or content)"
-                return (f"{path}: {what} since it was converted into {os.path.join(target, name)}; "
+                return (f"{path}: {what} since it was converted into {storage.join(target, name)}; "
                         "finishing would mix old and new images: pass --overwrite to convert again "
                         "from scratch")
     return None
@@ -364,11 +365,10 @@ def _fingerprint_or_none(path):
 
 def _start_over(target, plan_record):
     """Deletes a previous run's files in `target` and records the new plan; nothing is finished."""
-    for name in os.listdir(target):
+    for name in storage.listdir(target):
         if _OWN_FILE.match(name) or name in (MANIFEST_NAME + TEMP_SUFFIX, PLAN_NAME, PROGRESS_NAME):
-            os.remove(os.path.join(target, name))
-    with open(os.path.join(target, PLAN_NAME), "w") as f:
-        json.dump(plan_record, f)
+            storage.remove(storage.join(target, name))
+    storage.write_text(storage.join(target, PLAN_NAME), json.dumps(plan_record))
     return {}
 
 

@@ -10,9 +10,11 @@
 """
 
 import csv
-import os
+import io
 
 import numpy as np
+
+from pipelines import storage
 
 COLORS = ("#4477aa", "#cc6677", "#228833", "#ccbb44", "#66ccee", "#aa3377", "#bbbbbb")
 
@@ -30,25 +32,25 @@ def plot_study(study, rows, directory, trial_dirs):
     if not done:
         return []
     if study == "alpha":
-        paths = [_error_vs_alpha(done, os.path.join(directory, "error_vs_alpha.png"))]
+        paths = [_error_vs_alpha(done, storage.join(directory, "error_vs_alpha.png"))]
         usage = _first_and_last_alpha_usage(done, trial_dirs)
         if usage:
-            paths.append(_usage_bars(usage, os.path.join(directory, "component_usage.png")))
+            paths.append(_usage_bars(usage, storage.join(directory, "component_usage.png")))
         return paths
     if study == "nk":
         return [
-            _per_n(done, "val_top1_error", "top-1 error (%)", os.path.join(directory, "error_vs_k.png")),
-            _per_n(done, "images_per_second", "training images / s", os.path.join(directory, "images_per_second.png")),
+            _per_n(done, "val_top1_error", "top-1 error (%)", storage.join(directory, "error_vs_k.png")),
+            _per_n(done, "images_per_second", "training images / s", storage.join(directory, "images_per_second.png")),
         ]
-    return [_trials(done, os.path.join(directory, "trials.png"))]
+    return [_trials(done, storage.join(directory, "trials.png"))]
 
 
 def last_epoch_usage(trial_dir):
     """Samples per component in the last epoch of a trial (`component_usage.csv`), or None."""
-    path = os.path.join(trial_dir, "component_usage.csv")
-    if not os.path.isfile(path):
+    path = storage.join(trial_dir, "component_usage.csv")
+    if not storage.isfile(path):
         return None
-    with open(path, newline="") as f:
+    with storage.open_file(path, newline="") as f:
         rows = list(csv.DictReader(f))
     if not rows:
         return None
@@ -150,7 +152,8 @@ def _groups(rows, key):
 
 def _save(fig, path):
     fig.tight_layout()
-    fig.savefig(path + ".tmp.png")
+    image = io.BytesIO()
+    fig.savefig(image, format="png")
     _pyplot().close(fig)
-    os.replace(path + ".tmp.png", path)
+    storage.write_bytes(path, image.getvalue())
     return path

@@ -8,9 +8,10 @@ epochs and images/s (training throughput over the whole trial,
 """
 
 import csv
+import io
 import math
-import os
 
+from pipelines import storage
 from tuning.studies import parse_nk
 from tuning.tuners import TRIAL_LOG
 
@@ -32,7 +33,7 @@ def trial_rows(tuner, study):
 
 def trial_dir(tuner, trial_id):
     """A trial's folder (without creating it, unlike `tuner.get_trial_dir`)."""
-    return os.path.join(tuner.project_dir, f"trial_{trial_id}")
+    return storage.join(tuner.project_dir, f"trial_{trial_id}")
 
 
 def sort_rows(rows, study):
@@ -44,29 +45,27 @@ def sort_rows(rows, study):
 
 def write_results(rows, directory):
     """Writes `results.csv` (raw values) and `results.md` (errors in %); returns both paths."""
-    csv_path = os.path.join(directory, "results.csv")
-    with open(csv_path + ".tmp", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: _csv_value(row[k]) for k in COLUMNS})
-    os.replace(csv_path + ".tmp", csv_path)
-    md_path = os.path.join(directory, "results.md")
+    csv_path = storage.join(directory, "results.csv")
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=COLUMNS)
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: _csv_value(row[k]) for k in COLUMNS})
+    storage.write_text(csv_path, text.getvalue(), newline="")
+    md_path = storage.join(directory, "results.md")
     lines = [
         "| " + " | ".join(MARKDOWN_HEADERS.get(k, k) for k in COLUMNS) + " |",
         "|" + "|".join(" ---: " if k in _NUMERIC else " --- " for k in COLUMNS) + "|",
     ]
     for row in rows:
         lines.append("| " + " | ".join(_markdown_value(k, row[k]) for k in COLUMNS) + " |")
-    with open(md_path + ".tmp", "w") as f:
-        f.write("\n".join(lines) + "\n")
-    os.replace(md_path + ".tmp", md_path)
+    storage.write_text(md_path, "\n".join(lines) + "\n")
     return csv_path, md_path
 
 
 def read_results(path):
     """`results.csv` back as rows of strings."""
-    with open(path, newline="") as f:
+    with storage.open_file(path, newline="") as f:
         return list(csv.DictReader(f))
 
 
@@ -80,7 +79,7 @@ def _row(trial, study, folder):
     metrics = trial.metrics
     top1 = _best(metrics, "val_top1", trial.best_step)
     top5 = _best(metrics, "val_top5", trial.best_step)
-    log = _read_log(os.path.join(folder, TRIAL_LOG))
+    log = _read_log(storage.join(folder, TRIAL_LOG))
     return {
         "trial_id": trial.trial_id,
         "study": study,
@@ -110,9 +109,9 @@ def _best(metrics, name, best_step):
 
 
 def _read_log(path):
-    if not os.path.isfile(path):
+    if not storage.isfile(path):
         return []
-    with open(path, newline="") as f:
+    with storage.open_file(path, newline="") as f:
         return list(csv.DictReader(f))
 
 

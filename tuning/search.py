@@ -23,6 +23,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads (g
 
 from gmsop_keras.config import add_option_arguments
 from gmsop_keras.errors import UsageError, add_debug_flag, run_cli
+from pipelines import storage
 from tuning.studies import STUDIES, nk_pairs, search_space
 
 # `fit`'s options (gmsop_keras.config.OPTIONS) that a study takes as flags and passes on to
@@ -175,11 +176,10 @@ def _default_lr_range(lr, defaults):
 
 def _check_directory(directory, settings, overwrite=False):
     """Refuses to resume a folder whose search was made with other settings (KerasTuner would keep its old space)."""
-    path = os.path.join(directory, STUDY_FILE)
-    if overwrite or not os.path.isfile(path):
+    path = storage.join(directory, STUDY_FILE)
+    if overwrite or not storage.isfile(path):
         return
-    with open(path) as f:
-        saved = json.load(f)
+    saved = json.loads(storage.read_text(path))
     now = json.loads(json.dumps(settings))
     differences = [key for key in ("study", "tuner", "space") if saved.get(key) != now[key]]
     differences += [
@@ -194,11 +194,8 @@ def _check_directory(directory, settings, overwrite=False):
 
 
 def _write_settings(directory, settings):
-    os.makedirs(directory, exist_ok=True)
-    path = os.path.join(directory, STUDY_FILE)
-    with open(path + ".tmp", "w") as f:
-        json.dump(settings, f, indent=2, sort_keys=True)
-    os.replace(path + ".tmp", path)
+    storage.makedirs(directory)
+    storage.write_text(storage.join(directory, STUDY_FILE), json.dumps(settings, indent=2, sort_keys=True))
 
 
 def _report(study, rows, ran, md_path, plots):

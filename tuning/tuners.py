@@ -14,11 +14,11 @@ not (`ResumableGridSearchOracle`).
 """
 
 import functools
-import os
 
 import keras_tuner
 
 from gmsop_keras.callbacks import ComponentUsage, EpochCSVLogger
+from pipelines import storage
 
 OBJECTIVE = "val_top1"
 PROJECT_NAME = "keras_tuner"
@@ -30,7 +30,7 @@ class _TrialRecords:
 
     def run_trial(self, trial, *args, **kwargs):
         trial_dir = self.get_trial_dir(trial.trial_id)
-        records = [EpochCSVLogger(os.path.join(trial_dir, TRIAL_LOG)), ComponentUsage(trial_dir)]
+        records = [EpochCSVLogger(storage.join(trial_dir, TRIAL_LOG)), ComponentUsage(trial_dir)]
         kwargs["callbacks"] = list(kwargs.get("callbacks") or []) + records
         return super().run_trial(trial, *args, **kwargs)
 
