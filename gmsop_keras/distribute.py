@@ -76,9 +76,9 @@ def slurm_tf_config(port_base=8888, gpus_per_task=None, debug=False):
     from gmsop_keras._startup import load_tensorflow
 
     tf = load_tensorflow(debug)
-    num_tasks = int(os.environ["SLURM_STEP_NUM_TASKS"])
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     try:
+        num_tasks = int(os.environ["SLURM_STEP_NUM_TASKS"])
         if gpus_per_task:
             # The resolver counts the node's GPUs (CUDA_VISIBLE_DEVICES, else nvidia-smi), gives
             # task k of the node GPUs k*n .. k*n+n-1 and writes them to CUDA_VISIBLE_DEVICES.
@@ -128,9 +128,10 @@ def tf_config():
     if not isinstance(cluster, dict) or not cluster or not isinstance(task, dict):
         raise UsageError('TF_CONFIG needs "cluster" (e.g. {"chief": ["host0:2222"], "worker": ["host1:2222"]}) '
                          'and "task" (e.g. {"type": "worker", "index": 0})')
-    if task.get("type") not in cluster or not 0 <= int(task.get("index", 0)) < len(cluster[task["type"]]):
+    index = task.setdefault("index", 0)
+    if (task.get("type") not in cluster or not isinstance(index, int) or isinstance(index, bool)
+            or not 0 <= index < len(cluster[task["type"]])):
         raise UsageError(f"TF_CONFIG's task {task} is not in its cluster {cluster}")
-    task.setdefault("index", 0)
     return config
 
 

@@ -103,6 +103,8 @@ def test_gpus_per_task_beyond_the_visible_gpus_is_refused(clean_env):
     ("{cluster", "TF_CONFIG is not valid JSON"),
     ('{"task": {"type": "worker", "index": 0}}', 'TF_CONFIG needs "cluster"'),
     ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 1}}', "is not in its cluster"),
+    ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": "0"}}', "is not in its cluster"),
+    ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "chief", "index": 0}}', "is not in its cluster"),
 ])
 def test_an_unusable_tf_config_is_named(clean_env, text, problem):
     clean_env.setenv("TF_CONFIG", text)

@@ -101,8 +101,8 @@ def tfjob_env(task_type, index, chief, workers):
     return dict(base_env(), TF_CONFIG=json.dumps(config))
 
 
-def start(envs, args):
-    return [subprocess.Popen([sys.executable, "-m", "gmsop_keras.fit"] + args, cwd=ROOT, env=env, text=True,
+def start(envs, args, cwd=ROOT):
+    return [subprocess.Popen([sys.executable, "-m", "gmsop_keras.fit"] + args, cwd=cwd, env=env, text=True,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for env in envs]
 
 
@@ -130,14 +130,18 @@ def read_json(path):
 
 @pytest.fixture(scope="module", params=sorted(PATH_MAKERS))
 def launches(request, tiny_synthetic, tmp_path_factory):
-    """The same 2-epoch run launched by srun (2 tasks, worker 0 the chief) and by a TFJob (chief + worker)."""
+    """The same 2-epoch run launched by srun (2 tasks, worker 0 the chief; exporting to saved_models/ in
+    the tasks' working folder) and by a TFJob (chief + worker)."""
     make_path = PATH_MAKERS[request.param]
     root = tmp_path_factory.mktemp("launch")
     runs = {}
     port = free_port_pair()
+    srun_args = train_args(make_path(tiny_synthetic), make_path(root / "srun")) + ["--slurm-port-base", str(port)]
     runs["srun"] = (str(root / "srun"), wait(start(
-        [srun_env(rank, 2) for rank in range(2)],
-        train_args(make_path(tiny_synthetic), make_path(root / "srun")) + ["--slurm-port-base", str(port)])), port)
+        [srun_env(rank, 2) for rank in range(2)], srun_args + ["--export", "tiny"], cwd=root)), port)
+    # The same job submitted again: every task finds the chief's metrics.json and trains nothing.
+    runs["again"] = wait(start([srun_env(rank, 2) for rank in range(2)], srun_args), timeout=120)
+    runs["root"] = str(root)
     chief, worker = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
     runs["tfjob"] = (str(root / "tfjob"), wait(start(
         [tfjob_env("chief", 0, chief, [worker]), tfjob_env("worker", 0, chief, [worker])],
@@ -175,6 +179,13 @@ def test_srun_two_tasks_on_localhost(launches):
             f"localhost:{port}; chief: worker 0") in results[0][1]
     assert f"worker 1 of 2 tasks (2 worker) at localhost:{port + 1}" in results[1][1]
     check_chief_writes_alone(model_dir, "worker_1", results)
+    # The chief alone exported (from final.keras), once.
+    assert os.listdir(os.path.join(launches["root"], "saved_models", "tiny")) == ["1"]
+    assert os.path.isfile(os.path.join(launches["root"], "saved_models", "tiny", "1", "saved_model.pb"))
+    assert "exported" in results[0][1] and "exported" not in results[1][1]
+    for status, out, err in launches["again"]:
+        assert status == 0, err[-3000:]
+        assert f"{model_dir} holds a finished run of 2 epochs" in out and "nothing to do" in out
 
 
 @pytest.mark.slow
