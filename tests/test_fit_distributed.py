@@ -238,11 +238,14 @@ def test_killed_tasks_restarted_resume_from_the_same_epoch(tiny_synthetic, tmp_p
         while not os.path.exists(marker) and time.monotonic() < deadline and processes[0].poll() is None:
             time.sleep(0.2)
         assert os.path.exists(marker), "the first epoch's checkpoint never appeared"
+        processes[1].send_signal(signal.SIGKILL)  # the worker's node fails, with no chance to clean up
+        (status, _, err), = wait(processes[:1], timeout=240)  # the chief notices by itself and stops
+        assert status not in (0, None) and "UnavailableError" in err, err[-3000:]
     finally:
-        for process in processes:  # as a node failure would: no chance to clean up
+        for process in processes:
             if process.poll() is None:
-                process.send_signal(signal.SIGKILL)
-        wait(processes)
+                process.kill()
+        wait(processes[1:])
     assert not os.path.exists(os.path.join(model_dir, "metrics.json"))
     kept = sorted(int(name[6:11]) for name in os.listdir(os.path.join(model_dir, "backup")) if name.endswith(".json"))
 
