@@ -233,9 +233,9 @@ class WorkerRun(RunDirectory):
         return self.chief.checkpoints()
 
     def save_checkpoint(self, model, epoch):
-        os.makedirs(self.path, exist_ok=True)
+        _makedirs(self.path)
         model.save_weights(self.file(self._SCRATCH_WEIGHTS), overwrite=True)
-        os.remove(self.file(self._SCRATCH_WEIGHTS))
+        self.discard(self._SCRATCH_WEIGHTS)
 
     def restore(self, model):
         try:
@@ -248,7 +248,19 @@ class WorkerRun(RunDirectory):
 
     def save_best(self, model, epoch, monitor, value):
         save_model(model, self.file(BEST_MODEL))
-        os.remove(self.file(BEST_MODEL))
+        self.discard(BEST_MODEL)
+
+    def discard(self, name):
+        """Removes the file `name` this worker wrote only to take part in a save."""
+        import tensorflow as tf
+
+        tf.io.gfile.remove(self.file(name))
+
+
+def _makedirs(path):
+    import tensorflow as tf
+
+    tf.io.gfile.makedirs(path)
 
 
 def fit_context(model, strategy, dataset):

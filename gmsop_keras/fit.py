@@ -131,7 +131,7 @@ def finish(config, run, model, validation, manifest, chief):
     final_path = run.file(FINAL_MODEL)
     save_model(model, final_path)
     if not chief:
-        os.remove(final_path)
+        run.discard(FINAL_MODEL)
         print(f"worker finished; the chief writes the final model and metrics.json in {config['model_dir']}")
         return 0
     results = evaluate_saved(final_path, validation, config["validation_steps"])

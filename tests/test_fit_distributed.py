@@ -74,7 +74,8 @@ def free_port_pair():
     raise RuntimeError("no two consecutive free ports")
 
 
-# How a test names its data and model folders. The launch tests run once per entry.
+# How a test names its data and model folders (a local folder -> the string given to fit). The
+# launch and kill tests run once per entry.
 PATH_MAKERS = {"path": str}
 
 
@@ -142,6 +143,7 @@ def launches(request, tiny_synthetic, tmp_path_factory):
     # The same job submitted again: every task finds the chief's metrics.json and trains nothing.
     runs["again"] = wait(start([srun_env(rank, 2) for rank in range(2)], srun_args), timeout=120)
     runs["root"] = str(root)
+    runs["srun_dir_given"] = make_path(root / "srun")
     chief, worker = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
     runs["tfjob"] = (str(root / "tfjob"), wait(start(
         [tfjob_env("chief", 0, chief, [worker]), tfjob_env("worker", 0, chief, [worker])],
@@ -185,7 +187,7 @@ def test_srun_two_tasks_on_localhost(launches):
     assert "exported" in results[0][1] and "exported" not in results[1][1]
     for status, out, err in launches["again"]:
         assert status == 0, err[-3000:]
-        assert f"{model_dir} holds a finished run of 2 epochs" in out and "nothing to do" in out
+        assert f"{launches['srun_dir_given']} holds a finished run of 2 epochs" in out and "nothing to do" in out
 
 
 @pytest.mark.slow
@@ -228,9 +230,12 @@ def test_too_few_shards_for_the_workers_is_refused_before_training(tiny_syntheti
 
 
 @pytest.mark.slow
-def test_killed_tasks_restarted_resume_from_the_same_epoch(tiny_synthetic, tmp_path):
+@pytest.mark.parametrize("path_kind", sorted(PATH_MAKERS))
+def test_killed_tasks_restarted_resume_from_the_same_epoch(tiny_synthetic, tmp_path, path_kind):
+    make_path = PATH_MAKERS[path_kind]
     model_dir = str(tmp_path / "killed")
-    args = train_args(tiny_synthetic, model_dir, epochs=3) + ["--slurm-port-base", str(free_port_pair())]
+    args = (train_args(make_path(tiny_synthetic), make_path(model_dir), epochs=3)
+            + ["--slurm-port-base", str(free_port_pair())])
     marker = os.path.join(model_dir, "backup", "epoch-00001.json")
     processes = start([srun_env(rank, 2) for rank in range(2)], args)
     try:
@@ -255,7 +260,7 @@ def test_killed_tasks_restarted_resume_from_the_same_epoch(tiny_synthetic, tmp_p
         assert status == 0, err[-3000:]
     resumed = [re.search(r"resuming (\S+) after epoch (\d+) of 3", out) for _, out, _ in results]
     assert all(resumed), [out[-2000:] for _, out, _ in results]
-    assert {m[1] for m in resumed} == {model_dir} and {int(m[2]) for m in resumed} == {kept[-1]}
+    assert {m[1] for m in resumed} == {make_path(model_dir)} and {int(m[2]) for m in resumed} == {kept[-1]}
     with open(os.path.join(model_dir, "log.csv")) as f:
         assert [row["epoch"] for row in csv.DictReader(f)] == ["1", "2", "3"]
     assert read_json(os.path.join(model_dir, "metrics.json"))["epochs"] == 3
