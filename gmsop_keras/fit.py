@@ -46,7 +46,8 @@ def main(argv=None):
                              "another --model-dir)")
 
     from gmsop_keras._startup import devices_line, load_tensorflow
-    from gmsop_keras.distribute import check_shards, configure_cluster, is_chief, make_strategy, task_run
+    from gmsop_keras.cluster import check_shards, configure_cluster, is_chief
+    from gmsop_keras.distribute import make_strategy, task_run
 
     if config["strategy"] == "multi-worker":  # TF_CONFIG (a TFJob), or derived from SLURM's variables
         print(configure_cluster(config["slurm_port_base"], config["slurm_gpus_per_task"], debug), flush=True)
@@ -78,7 +79,7 @@ def train(config, run, data_dir, manifest, strategy, chief, devices):
         keras.mixed_precision.set_global_policy("mixed_float16")
     manifest = training.prepare_data(config, data_dir, manifest)
     if config["strategy"] == "multi-worker":  # the synthetic set's first conversion happens just above
-        from gmsop_keras.distribute import check_shards
+        from gmsop_keras.cluster import check_shards
 
         check_shards(manifest, data_dir)
     train_data, validation, manifest, steps = training.make_inputs(config, data_dir, manifest)

@@ -1,4 +1,4 @@
-"""gmsop_keras.distribute: the cluster from TF_CONFIG or SLURM, the chief, each task's folder, shards per worker."""
+"""gmsop_keras.cluster: the cluster from TF_CONFIG or SLURM, the chief, each task's folder, shards per worker."""
 
 import json
 import os
@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from gmsop_keras import distribute
+from gmsop_keras import cluster
 from gmsop_keras.errors import UsageError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -31,7 +31,7 @@ def set_srun(monkeypatch, rank, num_tasks, nodelist, tasks_per_node):
 def test_srun_two_nodes_two_tasks_each(clean_env):
     # srun --nodes 2 --ntasks-per-node 2 on node01 and node02; this is the second task of node02.
     set_srun(clean_env, 3, 4, "node[01-02]", "2(x2)")
-    line = distribute.configure_cluster(port_base=9000)
+    line = cluster.configure_cluster(port_base=9000)
     assert json.loads(os.environ["TF_CONFIG"]) == {
         "cluster": {"worker": ["node01:9000", "node01:9001", "node02:9000", "node02:9001"]},
         "task": {"type": "worker", "index": 3},
@@ -39,15 +39,15 @@ def test_srun_two_nodes_two_tasks_each(clean_env):
     assert line == ("multi-worker cluster from SLURM (job 77, step 3): worker 3 of 4 tasks (4 worker) at "
                     "node02:9001; chief: worker 0")
     assert "CUDA_VISIBLE_DEVICES" not in os.environ  # the GPUs are left as srun bound them
-    assert not distribute.is_chief() and distribute.num_workers() == 4
-    assert distribute.task_model_dir("runs/a") == os.path.join("runs/a", "workers", "worker_3")
+    assert not cluster.is_chief() and cluster.num_workers() == 4
+    assert cluster.task_model_dir("runs/a") == os.path.join("runs/a", "workers", "worker_3")
 
 
 def test_srun_first_task_is_the_chief(clean_env):
     set_srun(clean_env, 0, 3, "a1,b7", "2,1")
-    distribute.configure_cluster()
+    cluster.configure_cluster()
     assert json.loads(os.environ["TF_CONFIG"])["cluster"] == {"worker": ["a1:8888", "a1:8889", "b7:8888"]}
-    assert distribute.is_chief() and distribute.task_model_dir("runs/a") == "runs/a"
+    assert cluster.is_chief() and cluster.task_model_dir("runs/a") == "runs/a"
 
 
 def test_tf_config_is_kept_and_wins_over_slurm(clean_env):
@@ -55,26 +55,26 @@ def test_tf_config_is_kept_and_wins_over_slurm(clean_env):
     config = {"cluster": {"chief": ["c:2222"], "worker": ["w0:2222", "w1:2222"]}, "task": {"type": "worker", "index": 1},
               "environment": "cloud"}
     clean_env.setenv("TF_CONFIG", json.dumps(config))
-    line = distribute.configure_cluster()
+    line = cluster.configure_cluster()
     assert json.loads(os.environ["TF_CONFIG"]) == config
     assert line == "multi-worker cluster from TF_CONFIG: worker 1 of 3 tasks (1 chief, 2 worker); chief: chief 0"
-    assert not distribute.is_chief() and distribute.num_workers() == 3
-    assert distribute.task_model_dir("m") == os.path.join("m", "workers", "worker_1")
+    assert not cluster.is_chief() and cluster.num_workers() == 3
+    assert cluster.task_model_dir("m") == os.path.join("m", "workers", "worker_1")
     clean_env.setenv("TF_CONFIG", json.dumps(dict(config, task={"type": "chief", "index": 0})))
-    assert distribute.is_chief()
+    assert cluster.is_chief()
 
 
 def test_no_cluster_names_both_ways(clean_env):
     with pytest.raises(UsageError, match=r"start every task with srun inside a SLURM job .* or set TF_CONFIG as "
                                          r"Kubernetes' TFJob operator does; see docs/distributed.md"):
-        distribute.configure_cluster()
+        cluster.configure_cluster()
 
 
 def test_a_batch_script_without_srun_is_told_to_use_it(clean_env):
     clean_env.setenv("SLURM_JOB_ID", "12")
     clean_env.setenv("SLURM_NTASKS", "2")
     with pytest.raises(UsageError) as error:
-        distribute.configure_cluster()
+        cluster.configure_cluster()
     assert str(error.value) == (
         "SLURM job 12 without a job step: SLURM_PROCID, SLURM_STEP_NUM_TASKS, SLURM_STEP_NODELIST, "
         "SLURM_STEP_TASKS_PER_NODE are set by srun; start the command with srun inside the batch script "
@@ -91,12 +91,12 @@ def test_gpus_per_task_beyond_the_visible_gpus_is_refused(clean_env):
     set_srun(clean_env, 1, 2, "gpu01", "2")
     clean_env.setenv("CUDA_VISIBLE_DEVICES", "0,1,2,3")
     with pytest.raises(UsageError, match=r"--slurm-gpus-per-task assigns GPUs 2,3 to this task, but it sees 0"):
-        distribute.configure_cluster(gpus_per_task=2)
+        cluster.configure_cluster(gpus_per_task=2)
     assert os.environ["CUDA_VISIBLE_DEVICES"] == "0,1,2,3"  # the launcher's value is left as it was
     clean_env.setenv("CUDA_VISIBLE_DEVICES", "0")
     with pytest.raises(UsageError, match=r"cannot derive the cluster from SLURM's variables: Requested more GPUs "
                                          r"per node than available"):
-        distribute.configure_cluster(gpus_per_task=1)  # two tasks, one GPU on the node
+        cluster.configure_cluster(gpus_per_task=1)  # two tasks, one GPU on the node
 
 
 @pytest.mark.parametrize("text, problem", [
@@ -109,17 +109,17 @@ def test_gpus_per_task_beyond_the_visible_gpus_is_refused(clean_env):
 def test_an_unusable_tf_config_is_named(clean_env, text, problem):
     clean_env.setenv("TF_CONFIG", text)
     with pytest.raises(UsageError, match=problem):
-        distribute.configure_cluster()
+        cluster.configure_cluster()
 
 
 def test_shards_per_worker(clean_env):
     manifest = {"splits": {"train": {"shards": [{}] * 4}, "validation": {"shards": [{}] * 2}}}
     clean_env.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": ["a:1", "b:1"]}, "task": {"type": "worker"}}))
-    distribute.check_shards(manifest, "data")  # 4 and 2 shards for 2 workers
+    cluster.check_shards(manifest, "data")  # 4 and 2 shards for 2 workers
     clean_env.setenv("TF_CONFIG", json.dumps({"cluster": {"chief": ["c:1"], "worker": ["a:1", "b:1"]},
                                               "task": {"type": "chief", "index": 0}}))
     with pytest.raises(UsageError) as error:
-        distribute.check_shards(manifest, "data")
+        cluster.check_shards(manifest, "data")
     assert str(error.value) == (
         "data: the validation split has 2 shard files for 3 workers, and each worker reads its own files; convert "
         "it again with python -m pipelines.convert ... --min-shards 3 (or more), or train on fewer workers")
