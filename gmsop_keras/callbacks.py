@@ -200,6 +200,16 @@ class ComponentUsage(keras.callbacks.Callback):
         writer.close()
 
 
+class ComponentCountsReader(ComponentUsage):
+    """`ComponentUsage` of a worker that is not the chief under MultiWorkerMirroredStrategy: it
+    reads and resets the counts as the chief does (summing them over the workers is a collective
+    operation that every worker must join) and writes nothing."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        for layer in gated_mixtures(self.model):
+            keras.ops.convert_to_numpy(layer.routing_counts.value)
+
+
 def plot_usage(counts, title, path):
     """Bar chart of samples per component, like the paper's Fig. 2 (left)."""
     import matplotlib

@@ -89,8 +89,12 @@ OPTIONS = (
     Option("mixed_precision", "bool", False, "mixed_float16 (second-order parts, gate and classifier stay float32)"),
     Option("jit_compile", "str", "auto", "XLA: auto = on for one GPU, off on a CPU and under a distribution "
            "strategy (where Keras 3.15 cannot compile)", choices=("auto", "on", "off"), resumable=True),
-    Option("strategy", "str", "auto", "auto = every visible GPU; none; mirrored; multi-worker (TF_CONFIG)",
+    Option("strategy", "str", "auto", "auto = every visible GPU; none; mirrored; multi-worker (TF_CONFIG or SLURM)",
            choices=("auto", "none", "mirrored", "multi-worker"), resumable=True),
+    Option("slurm_port_base", "int", 8888, "multi-worker under SLURM: task k of a node listens on this port + k",
+           low=1024, high=65535, resumable=True),
+    Option("slurm_gpus_per_task", "int", None, "multi-worker under SLURM: give each task this many of its node's "
+           "GPUs (default: as srun binds them)", low=0, resumable=True),
     Option("balance_loss_weight", "float", None, "alpha of the balance loss (Eq. 4; 100)", low=0,
            model_option=True, model_default=100.0),
     Option("num_iterations", "int", None, "Newton-Schulz iterations (5; the official code used 3)", low=1,

@@ -1,25 +1,28 @@
-"""Choosing the tf.distribute strategy: one device, MirroredStrategy, MultiWorkerMirroredStrategy."""
+"""Choosing the tf.distribute strategy (one device, MirroredStrategy, MultiWorkerMirroredStrategy)
+and what each task of a multi-worker run writes (the cluster itself: `gmsop_keras.cluster`).
 
-import json
-import os
+The chief writes the run's files in the model directory. Every other worker takes part in each
+save (reading TensorFlow's synchronised variables, such as the gate's component counts, is a
+collective operation in which every worker must join) but writes only into a scratch folder,
+`workers/<type>_<index>/`, and removes what it wrote at once; after a restart every worker
+resumes from the chief's checkpoint, so all of them start from the same epoch.
+"""
 
+from gmsop_keras.cluster import NO_CLUSTER, is_chief, task_model_dir, tf_config
 from gmsop_keras.errors import UsageError
+from gmsop_keras.run_state import BEST_MODEL, RunDirectory, save_model
 
 
 def make_strategy(name):
     """`auto`: MirroredStrategy when several GPUs are visible, else the default strategy;
     `none`: the default strategy; `mirrored`: MirroredStrategy over every visible device
     (GPUs, or the logical CPU devices a test configured); `multi-worker`:
-    MultiWorkerMirroredStrategy from `TF_CONFIG`."""
+    MultiWorkerMirroredStrategy from `TF_CONFIG` (after `gmsop_keras.cluster.configure_cluster`)."""
     import tensorflow as tf
 
     if name == "multi-worker":
-        if "TF_CONFIG" not in os.environ:
-            raise UsageError("--strategy multi-worker needs TF_CONFIG (cluster and task) in the environment")
-        try:
-            json.loads(os.environ["TF_CONFIG"])
-        except json.JSONDecodeError as error:
-            raise UsageError(f"TF_CONFIG is not valid JSON: {error}") from None
+        if not tf_config():
+            raise UsageError(NO_CLUSTER)
         return tf.distribute.MultiWorkerMirroredStrategy()
     gpus = tf.config.list_logical_devices("GPU")
     if name == "mirrored":
@@ -32,28 +35,60 @@ def make_strategy(name):
     return tf.distribute.get_strategy()
 
 
-def _tf_config():
-    return json.loads(os.environ.get("TF_CONFIG", "{}") or "{}")
-
-
-def is_chief():
-    """True unless TF_CONFIG names this process a non-chief worker."""
-    config = _tf_config()
-    task = config.get("task", {})
-    if not task or task.get("type") == "chief":
-        return True
-    return task.get("type") == "worker" and task.get("index", 0) == 0 and "chief" not in config.get("cluster", {})
-
-
-def task_model_dir(model_dir):
-    """Where this process writes: `model_dir` for the chief, `model_dir/workers/<type>_<index>` else.
-
-    Every worker keeps its own backup and logs, so that they never write the same files.
-    """
+def task_run(model_dir):
+    """The `RunDirectory` this process trains through: the chief's own, or a `WorkerRun`."""
     if is_chief():
-        return model_dir
-    task = _tf_config()["task"]
-    return os.path.join(model_dir, "workers", f"{task['type']}_{task['index']}")
+        return RunDirectory(model_dir)
+    return WorkerRun(task_model_dir(model_dir), model_dir)
+
+
+class WorkerRun(RunDirectory):
+    """The run of a worker that is not the chief, in its scratch folder `path`.
+
+    It saves whenever the chief saves, because every worker must join the reads of synchronised
+    variables that a save makes, and removes the file at once: the chief's copy is the run's. It
+    resumes from the chief's newest checkpoint and compares with the chief's best metric, so that
+    after a restart every worker continues from the same epoch and saves when the chief does.
+    """
+
+    _SCRATCH_WEIGHTS = "checkpoint.weights.h5"
+
+    def __init__(self, path, chief_dir):
+        super().__init__(path)
+        self.chief = RunDirectory(chief_dir)
+
+    def checkpoints(self):
+        return self.chief.checkpoints()
+
+    def save_checkpoint(self, model, epoch):
+        _makedirs(self.path)
+        model.save_weights(self.file(self._SCRATCH_WEIGHTS), overwrite=True)
+        self.discard(self._SCRATCH_WEIGHTS)
+
+    def restore(self, model):
+        try:
+            return self.chief.restore(model)
+        except FileNotFoundError:  # the chief removed the same unfinished checkpoint file first
+            return self.chief.restore(model)
+
+    def best_value(self):
+        return self.chief.best_value()
+
+    def save_best(self, model, epoch, monitor, value):
+        save_model(model, self.file(BEST_MODEL))
+        self.discard(BEST_MODEL)
+
+    def discard(self, name):
+        """Removes the file `name` this worker wrote only to take part in a save."""
+        import tensorflow as tf
+
+        tf.io.gfile.remove(self.file(name))
+
+
+def _makedirs(path):
+    import tensorflow as tf
+
+    tf.io.gfile.makedirs(path)
 
 
 def fit_context(model, strategy, dataset):

@@ -46,9 +46,14 @@ def main(argv=None):
                              "another --model-dir)")
 
     from gmsop_keras._startup import devices_line, load_tensorflow
-    from gmsop_keras.distribute import is_chief, make_strategy, task_model_dir
+    from gmsop_keras.cluster import check_shards, configure_cluster, is_chief
+    from gmsop_keras.distribute import make_strategy, task_run
 
-    run = RunDirectory(task_model_dir(config["model_dir"]))
+    if config["strategy"] == "multi-worker":  # TF_CONFIG (a TFJob), or derived from SLURM's variables
+        print(configure_cluster(config["slurm_port_base"], config["slurm_gpus_per_task"], debug), flush=True)
+        if manifest is not None:
+            check_shards(manifest, data_dir)
+    run = task_run(config["model_dir"])
     with run.lock():  # before TensorFlow loads: a second fit on this directory is refused at once
         load_tensorflow(debug)
         strategy = make_strategy(config["strategy"])  # first: multi-worker must start before other TF work
@@ -73,6 +78,10 @@ def train(config, run, data_dir, manifest, strategy, chief, devices):
     if config["mixed_precision"]:
         keras.mixed_precision.set_global_policy("mixed_float16")
     manifest = training.prepare_data(config, data_dir, manifest)
+    if config["strategy"] == "multi-worker":  # the synthetic set's first conversion happens just above
+        from gmsop_keras.cluster import check_shards
+
+        check_shards(manifest, data_dir)
     train_data, validation, manifest, steps = training.make_inputs(config, data_dir, manifest)
     jit_compile = _jit_compile(config["jit_compile"], strategy)
     with strategy.scope():
@@ -86,7 +95,7 @@ def train(config, run, data_dir, manifest, strategy, chief, devices):
             initial_epoch = run.restore(model)
         run.trim_logs(initial_epoch)
         if initial_epoch:
-            print(f"resuming {run.path} after epoch {initial_epoch} of {config['epochs']}", flush=True)
+            print(f"resuming {config['model_dir']} after epoch {initial_epoch} of {config['epochs']}", flush=True)
         print(f"training {config['backbone']} + {config['head']} on {devices}, {config['epochs']} epochs of "
               f"{steps} steps (batch {config['batch_size']})", flush=True)
         guard = DivergenceGuard()
@@ -98,7 +107,7 @@ def train(config, run, data_dir, manifest, strategy, chief, devices):
             steps_per_epoch=steps,
             shuffle=False,  # the input pipeline shuffles
             validation_steps=config["validation_steps"],
-            callbacks=[guard] + make_callbacks(run, config, steps),
+            callbacks=[guard] + make_callbacks(run, config, steps, chief),
             verbose=keras_verbosity(config["verbose"]),
         )
     if guard.diverged:
@@ -114,11 +123,19 @@ def train(config, run, data_dir, manifest, strategy, chief, devices):
 
 
 def finish(config, run, model, validation, manifest, chief):
-    """final.keras, then metrics.json (the run's completion marker), then the optional export."""
+    """final.keras, then metrics.json (the run's completion marker), then the optional export.
+
+    Every worker saves (reading the synchronised variables is a collective operation); only the
+    chief keeps the file, evaluates it and writes metrics.json and the export.
+    """
     from gmsop_keras.training import evaluate_saved
 
     final_path = run.file(FINAL_MODEL)
     save_model(model, final_path)
+    if not chief:
+        run.discard(FINAL_MODEL)
+        print(f"worker finished; the chief writes the final model and metrics.json in {config['model_dir']}")
+        return 0
     results = evaluate_saved(final_path, validation, config["validation_steps"])
     summary = {
         "top1_error": 1.0 - results["top1"],
@@ -128,10 +145,15 @@ def finish(config, run, model, validation, manifest, chief):
         "history": run.history(),
     }
     run.write_metrics(summary)
-    if chief and config["export"]:
+    if config["export"]:
+        import keras
+
         from gmsop_keras.export import export_model
 
-        path = export_model(model, os.path.join("saved_models", config["export"]), manifest=manifest)
+        # From the saved file: the export is exactly final.keras, built on this process alone (a
+        # model trained under MultiWorkerMirroredStrategy reads its variables with the other workers).
+        saved = keras.saving.load_model(final_path)
+        path = export_model(saved, os.path.join("saved_models", config["export"]), manifest=manifest)
         print(f"exported {path}")
     print(
         f"validation: top-1 error {_percent(summary['top1_error'])}, top-5 error {_percent(summary['top5_error'])} "
@@ -140,10 +162,14 @@ def finish(config, run, model, validation, manifest, chief):
     return 0
 
 
-def make_callbacks(run, config, steps):
+def make_callbacks(run, config, steps, chief=True):
     import keras
 
-    from gmsop_keras.callbacks import BestModel, Checkpoint, ComponentUsage, EpochCSVLogger, ProgressLines
+    from gmsop_keras.callbacks import (BestModel, Checkpoint, ComponentCountsReader, ComponentUsage, EpochCSVLogger,
+                                       ProgressLines)
+
+    if not chief:  # a worker writes no logs, but joins every read of the synchronised variables
+        return [ComponentCountsReader(run.path), BestModel(run), Checkpoint(run)]
 
     tensorboard_dir = run.file("tensorboard")
     callbacks = [
