@@ -27,7 +27,7 @@ import re
 import yaml
 
 from gmsop_keras.errors import UsageError, add_debug_flag
-from gmsop_keras.names import DISPATCHES
+from gmsop_keras.names import DISPATCHES, own_head
 from gmsop_keras.presets import NAMES as PRESET_NAMES
 from gmsop_keras.presets import preset_values
 from gmsop_keras.recipes import SYNTHETIC_SIZE, find_recipe, scale_stages
@@ -62,7 +62,8 @@ OPTIONS = (
     Option("data_dir", "str", None, "converted TFRecords (python -m pipelines.convert); synthetic: cache folder",
            resumable=True),
     Option("backbone", "str", "resnet18", "resnet18 | resnet50 | wrn-36-2 | an ImageNet ResNet-50 of the seed family"),
-    Option("head", "str", "gm-sop-16-8", "gap, gap-512, sr-sop, psr-sop, ave-sop-16, gm-sop-16-8, gm-gap-N-K, ..."),
+    Option("head", "str", None, "gap, gap-512, sr-sop, psr-sop, ave-sop-16, gm-sop-16-8, gm-gap-N-K, netvlad-64, "
+           "sg-moe-16-8, ... (default: gm-sop-16-8; a seed-family ImageNet backbone's own head)"),
     Option("preset", "str", "default", "a consistent set of switches: default (this library's measured "
            "choices), paper (the paper's text), official (the authors' code, with its schedules)",
            choices=PRESET_NAMES),
@@ -182,6 +183,8 @@ def resolve_config(argv=None):
     explicit = {k: v for k, v in {**from_file, **flags}.items() if v is not None}
     config = {**DEFAULTS, **explicit}
     check_values(config, source=args.config)
+    if config["head"] is None:
+        config["head"] = own_head(config["backbone"])
     _check_names(config)
     preset = preset_values(config["preset"], config["backbone"], config["head"], MODEL_OPTION_KEYS, explicit)
     for key, value in preset.items():
@@ -209,7 +212,21 @@ def resolve_config(argv=None):
         config["stages"] = _recipe_stages(config, stages_from_recipe)
     if config["epochs"] is None:
         config["epochs"] = int(sum(config["stages"]))
+    _check_model_options(config)
     return config
+
+
+def _check_model_options(config):
+    """`build_model`'s refusal of an option the model does not use, as a one-line answer
+    before TensorFlow loads (the same table: gmsop_keras.model_options)."""
+    from gmsop_keras.model_options import check_model_options
+
+    try:
+        check_model_options(config["backbone"], config["head"], model_options(config))
+    except ValueError as error:
+        message = re.sub(r"`(\w+)`", lambda m: "--" + m.group(1).replace("_", "-") if m.group(1) in BY_NAME
+                         else m.group(0), str(error))
+        raise UsageError(message.replace("Leave it unset (None) for this model.", "Leave it out for this model."))
 
 
 def _recipe_stages(config, source):
@@ -325,7 +342,8 @@ def check_model_dir(config):
         return
     differences = sorted(
         (k for k in set(saved) | set(config)
-         if k not in RESUMABLE_KEYS and _normal(saved.get(k)) != _normal(config.get(k))),
+         if k not in RESUMABLE_KEYS and _normal(saved.get(k)) != _normal(config.get(k))
+         and not (k not in saved and _as_before_option_existed(k, config.get(k)))),
         key=lambda k: (k != "preset", k),  # a different preset explains the rest
     )
     if differences:
@@ -334,6 +352,20 @@ def check_model_dir(config):
             f"model dir {config['model_dir']} holds a run with a different configuration ({shown}); "
             "use another --model-dir, or repeat the original settings to resume it"
         )
+
+
+def _as_before_option_existed(key, value):
+    """Whether `value` of an option that a saved config.yaml lacks (written before the option
+    existed) means what that run did: the option's default, or the default preset's value."""
+    from gmsop_keras.presets import PRESETS
+
+    option = BY_NAME.get(key)
+    before = {None, "auto"} if key == "augment" else {None}
+    if option is not None:
+        before |= {json.dumps(_normal(option.default)), json.dumps(_normal(option.model_default))}
+    if key in PRESETS["default"]:
+        before.add(json.dumps(_normal(PRESETS["default"][key])))
+    return value in before or json.dumps(_normal(value)) in before
 
 
 def write_config(config):

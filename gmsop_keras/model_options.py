@@ -13,11 +13,11 @@ configuration and the documentation read the same table.
 
 import math
 
-from gmsop_keras.names import SEED_FAMILY_HEADS, SMALL_IMAGE_BACKBONES, parse_head
+from gmsop_keras.names import SEED_FAMILY_HEADS, SMALL_IMAGE_BACKBONES, SMALL_IMAGE_DEFAULT_HEAD, parse_head
 
 # The head a small-image backbone gets with `head=None` (the paper's GM-SOP); the seed family's
 # ImageNet models get their own (`gmsop_keras.models.imagenet_resnets.IMAGENET_MODELS`).
-DEFAULT_HEAD = "gm-sop-16-8"
+DEFAULT_HEAD = SMALL_IMAGE_DEFAULT_HEAD
 
 OPTION_TRAITS = {
     "last_stride": "small_backbone",

@@ -12,6 +12,16 @@ import re
 SMALL_IMAGE_BACKBONES = ("resnet18", "resnet50", "wrn-36-2")
 # `gmsop_keras.models.imagenet_resnets.IMAGENET_MODELS`: the seed family's ImageNet ResNet-50s.
 IMAGENET_BACKBONES = ("resnet50-imagenet", "gsop1-resnet50", "gsop2-resnet50", "gauss-resnet50", "resnet50-3g")
+# The head each seed-family ImageNet model was released with (`build_model(head=None)`).
+IMAGENET_OWN_HEADS = {"resnet50-imagenet": "gap", "gsop1-resnet50": "gap", "gsop2-resnet50": "isqrt-256",
+                      "gauss-resnet50": "gap", "resnet50-3g": "3g-256"}
+# The head the paper's small-image backbones get with `head=None`: GM-SOP.
+SMALL_IMAGE_DEFAULT_HEAD = "gm-sop-16-8"
+
+
+def own_head(backbone):
+    """The head `build_model(backbone, head=None)` uses: the seed family's own, else GM-SOP-16-8."""
+    return IMAGENET_OWN_HEADS.get(backbone, SMALL_IMAGE_DEFAULT_HEAD)
 
 # `gmsop_keras.layers.GatedMixture(dispatch=...)`: how the top-K components are computed.
 DISPATCHES = ("auto", "dense", "gather", "grouped")

@@ -1,6 +1,7 @@
 """Configuration: presets, precedence, stage scaling, continuing a run, one declaration per option."""
 
 import inspect
+import re
 
 import pytest
 import yaml
@@ -119,17 +120,28 @@ def test_a_folder_gets_its_own_recipe(tmp_path):
     assert config["stages"] == [20, 5, 5] and config["lr"] == 0.05 and config["batch_size"] == 128
 
 
-def test_every_model_option_default_is_build_models(capsys):
+def test_every_model_option_default_is_build_models():
+    """`model_options()` leaves out a value equal to `model_default`, so that value must be what
+    build_model uses when the option is not given (its keywords default to None, "not given",
+    and the head's and backbone's own defaults apply)."""
     from gmsop_keras.models import build_model
+    from gmsop_keras.models.backbones import build_backbone
+    from gmsop_keras.models.heads import apply_head
 
     parameters = inspect.signature(build_model).parameters
-    missing = [k for k in MODEL_OPTION_KEYS if k not in parameters]
-    print(f"model options build_model does not take yet: {missing}")
+    assert set(MODEL_OPTION_KEYS) <= set(parameters)
+    assert all(parameters[key].default is None for key in MODEL_OPTION_KEYS)
+    # Chosen by build_model per model (dropout 0.2 or 0.4, last stride 1 or 2): no single default.
+    per_model = {"dropout", "last_stride"}
+    effective = {**{k: p.default for k, p in inspect.signature(build_backbone).parameters.items()},
+                 **{k: p.default for k, p in inspect.signature(apply_head).parameters.items()}}
     for key in MODEL_OPTION_KEYS:
-        if key in parameters:
-            default = parameters[key].default
-            assert BY_NAME[key].model_default == (list(default) if isinstance(default, tuple) and default
-                                                  else (None if default == () else default)), key
+        if key in per_model:
+            assert BY_NAME[key].model_default is None, key
+        elif key == "gsop_stages":
+            assert BY_NAME[key].model_default is None and effective[key] == (), key
+        else:
+            assert BY_NAME[key].model_default == effective[key], key
 
 
 def test_new_options_are_declared_once_with_checks():
@@ -149,3 +161,43 @@ def _check(values):
     from gmsop_keras.config import check_values
 
     check_values(values)
+
+
+def test_head_defaults_to_the_backbones_own():
+    from gmsop_keras.models.imagenet_resnets import IMAGENET_MODELS
+    from gmsop_keras.names import IMAGENET_OWN_HEADS
+
+    assert IMAGENET_OWN_HEADS == {name: spec["head"] for name, spec in IMAGENET_MODELS.items()}
+    assert resolve_config([])["head"] == "gm-sop-16-8"
+    assert resolve_config(["--backbone", "gsop2-resnet50"])["head"] == "isqrt-256"
+    assert resolve_config(["--backbone", "resnet50-3g"])["model_dir"].endswith("synthetic-resnet50-3g-3g-256")
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--backbone", "resnet50-imagenet", "--num-iterations", "3"],
+         "--num-iterations does not apply to backbone='resnet50-imagenet', head='gap'"),
+        (["--head", "gap", "--dropout", "0.3"], "--dropout does not apply to backbone='resnet18', head='gap'"),
+        (["--head", "netvlad-64", "--gate-init", "constant"], "--gate-init does not apply"),
+    ],
+)
+def test_an_option_the_model_does_not_use_is_refused_in_one_line(argv, message):
+    with pytest.raises(UsageError, match=re.escape(message)) as caught:
+        resolve_config(argv)
+    assert "Leave it out for this model." in str(caught.value)
+
+
+def test_a_run_from_before_the_new_options_resumes_with_their_defaults(tmp_path):
+    config = resolve_config(["--head", "gm-gap-4-2", "--model-dir", str(tmp_path / "old")])
+    write_config({k: v for k, v in config.items() if k not in NEW_OPTIONS})
+    check_model_dir(config)  # the defaults: what the run did before the options existed
+    for flag in (["--preset", "paper"], ["--weight-decay-mode", "coupled"], ["--gate-init", "constant"],
+                 ["--augment", "chrabaszcz"]):
+        changed = resolve_config(["--head", "gm-gap-4-2", "--model-dir", str(tmp_path / "old"), *flag])
+        with pytest.raises(UsageError, match="different configuration"):
+            check_model_dir(changed)
+
+
+NEW_OPTIONS = ("preset", "weight_decay_mode", "decay_norms_and_biases", "gate_input_norm", "gate_init",
+               "representation_gamma", "sop_baseline_bn", "bn_momentum", "augment")

@@ -52,7 +52,7 @@ class GMSOPHyperModel(keras_tuner.HyperModel):
         Deep Convolutional Neural Networks, NeurIPS 2018, Sec. 3.2.
     """
 
-    def __init__(self, config, input_shape, num_classes, steps_per_epoch, **kwargs):
+    def __init__(self, config, input_shape, num_classes, steps_per_epoch, statistics=None, **kwargs):
         super().__init__(**kwargs)
         spec = parse_head(config["head"])
         if not (spec.is_mixture and spec.top_k is not None):
@@ -63,6 +63,7 @@ class GMSOPHyperModel(keras_tuner.HyperModel):
         self.input_shape = tuple(input_shape)
         self.num_classes = num_classes
         self.steps_per_epoch = steps_per_epoch
+        self.statistics = dict(statistics or {})  # `mean` / `std` of the input (training.input_statistics)
         self._family = f"gm-{spec.pooling}"
         self._nk = f"{spec.num_components}-{spec.top_k}"
         self._nk_values = sorted(set(nk_pairs()) | {self._nk}, key=parse_nk)
@@ -79,10 +80,11 @@ class GMSOPHyperModel(keras_tuner.HyperModel):
             raise keras_tuner.errors.FailedTrialError(
                 f"top_k (K={k}) must be <= num_components (N={n}); this trial is skipped"
             )
-        config = dict(self.config, head=f"{family}-{n}-{k}", balance_loss_weight=float(alpha), lr=float(lr))
+        config = _for_head(self.config, f"{family}-{n}-{k}")
+        config.update(balance_loss_weight=float(alpha), lr=float(lr))
         # Every trial starts from the same initial weights, whatever ran before it.
         keras.utils.set_random_seed(config["seed"])
-        model = build_and_compile(config, self.input_shape, self.num_classes, self.steps_per_epoch)
+        model = build_and_compile(config, self.input_shape, self.num_classes, self.steps_per_epoch, **self.statistics)
         # Create the optimizer's variables now, so that a checkpoint KerasTuner loads into this
         # model (Hyperband continuing a trial, `get_best_models`) restores the momentum and the
         # step count of the learning-rate schedule too, not only the weights.
@@ -94,3 +96,23 @@ class GMSOPHyperModel(keras_tuner.HyperModel):
         callbacks = [TrainingThroughput(self.config["batch_size"])] + list(callbacks or [])
         kwargs.setdefault("shuffle", False)  # the input pipeline shuffles
         return model.fit(*args, callbacks=callbacks, **kwargs)
+
+
+def _for_head(config, head):
+    """The study's configuration for a trial's head: the model switches of its preset that apply
+    to that head (a study may move between gm-gap and gm-sop; `num_iterations` applies to the
+    second only), and none that do not (build_model refuses them)."""
+    from gmsop_keras.config import MODEL_OPTION_KEYS
+    from gmsop_keras.model_options import applicable_options
+    from gmsop_keras.presets import preset_values
+
+    config = dict(config, head=head)
+    applies = applicable_options(config["backbone"], head, config.get("sop_baseline_bn", True) is not False)
+    for key in MODEL_OPTION_KEYS:
+        if key not in applies:
+            config[key] = None
+    for key, value in preset_values(config.get("preset") or "default", config["backbone"], head,
+                                    MODEL_OPTION_KEYS).items():
+        if key in MODEL_OPTION_KEYS and config.get(key) is None:
+            config[key] = value
+    return config

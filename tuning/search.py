@@ -102,7 +102,7 @@ def main(argv=None):
     import keras
 
     from gmsop_keras.distribute import make_strategy
-    from gmsop_keras.training import keras_verbosity, locate_data, make_inputs, prepare_data
+    from gmsop_keras.training import input_statistics, keras_verbosity, locate_data, make_inputs, prepare_data
     from tuning.hypermodel import GMSOPHyperModel
     from tuning.plots import plot_study
     from tuning.results import trial_dir, trial_rows, write_results
@@ -121,7 +121,8 @@ def main(argv=None):
     data_dir, manifest = locate_data(config)
     train, validation, manifest, steps_per_epoch = make_inputs(
         config, data_dir, prepare_data(config, data_dir, manifest))
-    hypermodel = GMSOPHyperModel(config, train.element_spec[0].shape[1:], manifest["num_classes"], steps_per_epoch)
+    hypermodel = GMSOPHyperModel(config, train.element_spec[0].shape[1:], manifest["num_classes"], steps_per_epoch,
+                                 statistics=input_statistics(manifest, data_dir))
     tuner = make_tuner(kind, hypermodel, space, directory, max_trials=max_trials, max_epochs=config["epochs"],
                        strategy=strategy, seed=config["seed"], overwrite=args.overwrite)
     _write_settings(directory, settings)

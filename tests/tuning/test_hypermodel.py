@@ -133,3 +133,23 @@ def test_throughput_skips_the_first_step_and_counts_the_rest():
     assert "images_per_second" not in logs  # only the tracing step: nothing honest to report
     with pytest.raises(ValueError, match="batch_size"):
         TrainingThroughput(0)
+
+
+def test_a_trial_gets_its_heads_preset_switches_and_the_datasets_statistics():
+    from tuning.hypermodel import _for_head
+
+    config = resolve_config(["--preset", "official", "--head", "gm-gap-4-2"])
+    assert config["num_iterations"] is None and config["gate_init"] == "constant"
+    sop = _for_head(config, "gm-sop-4-2")
+    assert sop["num_iterations"] == 3 and sop["gate_init"] == "constant" and sop["bn_momentum"] == 0.7
+    assert _for_head(sop, "gm-gap-4-2")["num_iterations"] is None  # build_model would refuse it
+    statistics = dict(mean=[10.0, 20.0, 30.0], std=[2.0, 4.0, 8.0])
+    hypermodel = GMSOPHyperModel(dict(config, batch_size=4), (16, 16, 3), 5, steps_per_epoch=2, statistics=statistics)
+    hp = keras_tuner.HyperParameters()
+    hp.Fixed("head_family", "gm-sop")
+    hp.Fixed("nk", "4-2")
+    model = hypermodel.build(hp)
+    assert model.get_layer("mixture").num_iterations == 3
+    normalization = model.get_layer("normalization").get_config()
+    np.testing.assert_allclose(np.ravel(normalization["mean"]), statistics["mean"])
+    np.testing.assert_allclose(np.ravel(normalization["variance"]), np.square(statistics["std"]))
