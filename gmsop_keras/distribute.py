@@ -11,6 +11,7 @@ resumes from the chief's checkpoint, so all of them start from the same epoch.
 from gmsop_keras.cluster import NO_CLUSTER, is_chief, task_model_dir, tf_config
 from gmsop_keras.errors import UsageError
 from gmsop_keras.run_state import BEST_MODEL, RunDirectory, save_model
+from pipelines import storage
 
 
 def make_strategy(name):
@@ -61,7 +62,7 @@ class WorkerRun(RunDirectory):
         return self.chief.checkpoints()
 
     def save_checkpoint(self, model, epoch):
-        _makedirs(self.path)
+        storage.makedirs(self.path)
         model.save_weights(self.file(self._SCRATCH_WEIGHTS), overwrite=True)
         self.discard(self._SCRATCH_WEIGHTS)
 
@@ -80,15 +81,7 @@ class WorkerRun(RunDirectory):
 
     def discard(self, name):
         """Removes the file `name` this worker wrote only to take part in a save."""
-        import tensorflow as tf
-
-        tf.io.gfile.remove(self.file(name))
-
-
-def _makedirs(path):
-    import tensorflow as tf
-
-    tf.io.gfile.makedirs(path)
+        storage.remove(self.file(name))
 
 
 def fit_context(model, strategy, dataset):

@@ -77,8 +77,9 @@ def train(config, run, data_dir, manifest, strategy, chief, devices):
     keras.utils.set_random_seed(config["seed"])
     if config["mixed_precision"]:
         keras.mixed_precision.set_global_policy("mixed_float16")
+    first_conversion = manifest is None  # the synthetic set, converted on first use just below
     manifest = training.prepare_data(config, data_dir, manifest)
-    if config["strategy"] == "multi-worker":  # the synthetic set's first conversion happens just above
+    if first_conversion and config["strategy"] == "multi-worker":  # main checked any manifest it found
         from gmsop_keras.cluster import check_shards
 
         check_shards(manifest, data_dir)

@@ -230,30 +230,22 @@ def write_text(path, text, newline=None):
     Local: written aside, then renamed over the old one. URL: one object write, which object
     stores make visible whole or not at all (no rename there: on GCS it would be copy + delete).
     """
-    if is_url(path):
-        with open_file(path, "w") as f:
-            f.write(text)
-        return
-    temp = f"{path}.tmp-{os.getpid()}"
-    try:
-        with open(temp, "w", newline=newline, encoding="utf-8") as f:
-            f.write(text)
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(temp)
-        raise
+    _write_whole(path, text, "w", newline=newline)
 
 
 def write_bytes(path, data):
     """`write_text` for bytes: a reader sees the old content or the new, never a part."""
+    _write_whole(path, data, "wb")
+
+
+def _write_whole(path, data, mode, newline=None):
     if is_url(path):
-        with open_file(path, "wb") as f:
+        with open_file(path, mode) as f:
             f.write(data)
         return
     temp = f"{path}.tmp-{os.getpid()}"
     try:
-        with open(temp, "wb") as f:
+        with open_file(temp, mode, newline=newline) as f:
             f.write(data)
         os.replace(temp, path)
     except BaseException:
