@@ -65,7 +65,7 @@ def checkpoint_costs(rounds):
     import numpy as np
 
     from gmsop_keras.models import build_model
-    from gmsop_keras.run_state import RunDirectory
+    from gmsop_keras.training.run_directory import RunDirectory
 
     model = build_model("resnet18", "gm-sop-16-8", num_classes=1000, input_shape=(64, 64, 3))
     model.compile(keras.optimizers.SGD(0.1, momentum=0.9),

@@ -45,7 +45,7 @@ def export_and_load(backbone, head, size, num_classes, folder):
     import tensorflow as tf
 
     from gmsop_keras import build_model
-    from gmsop_keras.export import export_model
+    from gmsop_keras.serving.export import export_model
 
     model = build_model(backbone, head, num_classes=num_classes, input_shape=(size, size, 3), seed=0)
     start = time.perf_counter()

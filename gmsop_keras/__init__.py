@@ -10,26 +10,25 @@ Importing the package registers every serializable class with Keras (as `import 
 does), so `keras.saving.load_model` reads this package's models in any script. The one
 exception is the package's own commands (`python -m gmsop_keras.fit`, `gmsop-fit`, ...):
 there the layers load after the command has checked its arguments, so that a typo answers
-before TensorFlow loads; each command imports what it loads explicitly.
+before TensorFlow loads (`gmsop_keras.cli.startup`; docs/ARCHITECTURE.md, "Start-up").
 """
 
-from gmsop_keras import _startup
+from gmsop_keras.cli.startup import started_as_command
 
 __all__ = ["build_model", "layers", "list_backbones", "list_heads", "ops"]
 
-if not _startup.started_as_command():
-    from gmsop_keras import layers, ops, optimizers  # noqa: F401  (registers the layers and optimizer with Keras)
+if not started_as_command():
+    from gmsop_keras import layers, ops  # noqa: F401  (registers the layers with Keras)
     from gmsop_keras.models import build_model, list_backbones, list_heads  # noqa: F401
+    from gmsop_keras.training import optimizers  # noqa: F401  (registers the coupled-decay optimizer)
 
 
 def __getattr__(name):
-    # Only reached in a command, before it imported the layers.
-    if name in ("layers", "ops", "optimizers"):
-        import importlib
+    # Reached only inside a command, before it imported the layers (see the docstring).
+    import importlib  # noqa: PLC0415
 
+    if name in ("layers", "ops"):
         return importlib.import_module(f"gmsop_keras.{name}")
     if name in ("build_model", "list_backbones", "list_heads"):
-        from gmsop_keras import models
-
-        return getattr(models, name)
+        return getattr(importlib.import_module("gmsop_keras.models"), name)
     raise AttributeError(f"module 'gmsop_keras' has no attribute {name!r}")

@@ -7,7 +7,7 @@
 
 Reads a PyTorch `state_dict` (plain, or wrapped as `{'state_dict': ...}`, with or without the
 `module.` prefixes of DataParallel), maps every tensor to the model's weights by name
-(`gmsop_keras.models.torch_weights`), and refuses a checkpoint with missing, unexpected or
+(`gmsop_keras.weights.torch_resnets`), and refuses a checkpoint with missing, unexpected or
 mis-shaped tensors, listing them. The `.keras` model takes raw RGB images in [0, 255] (input
 `image`) and normalises them with torchvision's ImageNet mean and standard deviation, as the
 authors' training did; `--saved-model` also exports it for TF Serving (`gmsop_keras.export`).
@@ -18,40 +18,12 @@ import argparse
 import os
 import sys
 
-import numpy as np
-
-from gmsop_keras.errors import UsageError, add_debug_flag, run_cli
+from gmsop_keras.cli.errors import add_debug_flag, run_cli
+from gmsop_keras.cli.startup import load_tensorflow
+from gmsop_keras.models.names import IMAGENET_BACKBONES, parse_head
+from gmsop_keras.training.errors import UsageError
+from gmsop_keras.weights.torch_checkpoint import read_checkpoint
 from pipelines import storage
-
-TORCH_MISSING = "reading a PyTorch checkpoint needs torch: pip install torch==2.13.0 (or pip install torch)"
-
-
-def read_checkpoint(path, weights_only=True):
-    """The name -> float32 numpy array `state_dict` of a `.pth` file, unwrapped.
-
-    `weights_only=True` (the default) lets `torch.load` read tensors and plain
-    containers only, never arbitrary pickled objects.
-    """
-    try:
-        import torch
-    except ImportError as error:
-        raise UsageError(TORCH_MISSING) from error
-    from gmsop_keras.models.torch_weights import unwrap_state_dict
-
-    if not storage.isfile(path):
-        raise UsageError(f"checkpoint not found: {path}")
-    try:
-        with storage.local_path(path) as local:
-            checkpoint = torch.load(local, map_location="cpu", weights_only=weights_only)
-    except Exception as error:  # torch raises several types for unreadable or unsafe files
-        hint = " (or pass --unsafe-load for a checkpoint you trust that pickles other objects)" if weights_only else ""
-        raise UsageError(f"cannot read {path} as a PyTorch checkpoint: {str(error).splitlines()[0]}{hint}") from error
-    state = unwrap_state_dict(checkpoint)
-    return {
-        name: value.detach().cpu().float().numpy() if hasattr(value, "detach") else np.asarray(value)
-        for name, value in state.items()
-    }
-
 
 def build_parser():
     # names are checked by the model builder: importing it here would start TensorFlow before
@@ -78,8 +50,6 @@ def main(argv=None):
         raise UsageError(f"--output must end in .keras, got {args.output}")
     if args.input_size < 32:
         raise UsageError(f"--input-size must be at least 32, got {args.input_size}")
-    from gmsop_keras.names import IMAGENET_BACKBONES, parse_head
-
     if args.model not in IMAGENET_BACKBONES:  # before torch and TensorFlow load
         raise UsageError(f"Unknown model: {args.model!r}. Valid models: {', '.join(IMAGENET_BACKBONES)}.")
     if args.head is not None:
@@ -88,10 +58,10 @@ def main(argv=None):
         except ValueError as error:
             raise UsageError(str(error)) from None
     state_dict = read_checkpoint(args.checkpoint, weights_only=not args.unsafe_load)
-    from pipelines.startup import load_tensorflow
-
     load_tensorflow(args.debug)
-    from gmsop_keras.models.torch_weights import convert_state_dict
+    # Deferred: the converter and the exporter import TensorFlow, which loads only after the checks above.
+    from gmsop_keras.serving.export import export_model  # noqa: PLC0415
+    from gmsop_keras.weights.torch_resnets import convert_state_dict  # noqa: PLC0415
 
     size = args.input_size
     try:
@@ -109,8 +79,6 @@ def main(argv=None):
         os.replace(partial, args.output)  # a .keras file that exists is complete
     print(args.output)
     if args.saved_model:
-        from gmsop_keras.export import export_model
-
         print(export_model(model, args.saved_model))
     return 0
 

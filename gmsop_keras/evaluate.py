@@ -17,10 +17,15 @@ import argparse
 import json
 import sys
 
-from gmsop_keras.errors import UsageError, add_debug_flag, run_cli
+import numpy as np
+
+import pipelines
+from gmsop_keras.cli.errors import add_debug_flag, run_cli
+from gmsop_keras.cli.startup import load_tensorflow
+from gmsop_keras.serving.paths import resolve_model_path
+from gmsop_keras.training.errors import UsageError
 from pipelines import storage
 from pipelines.augmentations import TEST_TIME_AUGMENTATIONS
-from pipelines.startup import load_tensorflow
 
 
 def build_parser():
@@ -56,8 +61,6 @@ def main(argv=None):
                          "choose one")
     if args.seed < 0:
         raise UsageError(f"--seed must be >= 0, got {args.seed}")
-    import pipelines
-
     # Paths and names first: a typo is answered before TensorFlow loads.
     path = resolve_model_path(args.model)
     manifest = pipelines.read_manifest(args.data_dir)
@@ -65,7 +68,10 @@ def main(argv=None):
         raise UsageError(f"{args.data_dir} has no split '{args.split}' (it has "
                          f"{', '.join(sorted(manifest['splits']))}); choose one with --split")
     load_tensorflow(args.debug)
-    import numpy as np
+    # Deferred: loading a model imports TensorFlow, which loads only after the checks above.
+    from gmsop_keras.serving.loading import (  # noqa: PLC0415
+        check_model_matches_data, load_model, predict_probabilities, topk_correct)
+    from pipelines.augment import prediction_pad_crops  # noqa: PLC0415
 
     model = load_model(path)
     crop = check_model_matches_data(model, manifest, path, args.data_dir)
@@ -80,16 +86,14 @@ def main(argv=None):
     correct1 = correct5 = total = 0
     for index, (images, labels) in enumerate(dataset):
         if pad_crop:
-            from pipelines.augment import prediction_pad_crops
-
             crops = prediction_pad_crops(images, args.seed, index, args.test_time_crops)
             probabilities = np.mean([predict_probabilities(model, c.numpy()) for c in crops], axis=0)
         else:
             probabilities = predict_probabilities(model, images.numpy(), crop if args.ten_crop else None)
         labels = labels.numpy()
-        top5 = np.argsort(-probabilities, axis=1)[:, :5]
-        correct1 += int((top5[:, 0] == labels).sum())
-        correct5 += int((top5 == labels[:, None]).any(axis=1).sum())
+        batch1, batch5 = topk_correct(probabilities, labels)
+        correct1 += batch1
+        correct5 += batch5
         total += len(labels)
     if total == 0:
         raise UsageError(f"split {args.split} of {args.data_dir} has no examples")
@@ -103,83 +107,6 @@ def main(argv=None):
     if args.output:
         storage.write_text(args.output, text + "\n")
     return 0
-
-
-def load_model(path):
-    """`keras.saving.load_model` with this package's layers registered; an unreadable file is a UsageError."""
-    import keras
-
-    import gmsop_keras.layers  # noqa: F401  (registers the layer classes, which loading looks up)
-    import gmsop_keras.optimizers  # noqa: F401  (and the coupled-decay optimizer of a compiled model)
-
-    try:
-        return keras.saving.load_model(path)
-    except (OSError, ValueError, TypeError) as error:
-        reason = " ".join(str(error).split())[:300]
-        raise UsageError(f"{path}: not a readable Keras model of this package ({reason})") from None
-
-
-def resolve_model_path(path):
-    """A `.keras` file, or a model dir's best.keras, else its final.keras.
-
-    In a model dir on a URL (no rename there, `gmsop_keras.run_state`) a model counts only with
-    the file written after it: best.keras with best.json, final.keras with metrics.json.
-    """
-    if storage.isdir(path):
-        markers = {"best.keras": "best.json", "final.keras": "metrics.json"}
-        for name, marker in markers.items():
-            if storage.isfile(storage.join(path, name)) and (
-                    not storage.is_url(path) or storage.isfile(storage.join(path, marker))):
-                return storage.join(path, name)
-        raise UsageError(f"{path} holds neither a complete best.keras nor final.keras; train it to the end "
-                         "of an epoch first, or pass a .keras file")
-    if not storage.isfile(path):
-        raise UsageError(f"model {path} not found")
-    return path
-
-
-def check_model_matches_data(model, manifest, model_path, data_dir):
-    """The evaluation crop side for `model` on the dataset of `manifest` (None: whole images).
-
-    A model fits a dataset when it has the manifest's number of classes and takes either the stored
-    images or the crop that training takes from them (`pipelines.dataset.default_crop_size`:
-    Places365's 96x96 of 100x100).
-
-    Raises:
-        UsageError: naming both shapes and the fix.
-    """
-    from pipelines.dataset import default_crop_size
-
-    input_shape = tuple(model.input_shape[1:])
-    num_classes = int(model.output_shape[-1])
-    stored = tuple(manifest["image_shape"])
-    crop = default_crop_size(manifest["dataset"])
-    valid = [stored] + ([(crop, crop, stored[2])] if crop and crop < min(stored[:2]) else [])
-    if num_classes == manifest["num_classes"] and input_shape in valid:
-        return None if input_shape == stored else crop
-    sizes = " or ".join("x".join(map(str, shape)) for shape in valid)
-    raise UsageError(
-        f"model {model_path} takes {'x'.join(map(str, input_shape))} images and predicts {num_classes} "
-        f"classes, but {data_dir} holds {manifest['dataset']} images of {'x'.join(map(str, stored))} "
-        f"({manifest['num_classes']} classes; a model for it takes {sizes} with {manifest['num_classes']} "
-        "classes); evaluate the model on the dataset it was trained on (the data_dir of its config.yaml)")
-
-
-def predict_probabilities(model, images, ten_crop_size=None):
-    """Softmax of the model; with `ten_crop_size`, averaged over the ten standard crops."""
-    import keras
-    import numpy as np
-
-    if ten_crop_size is None:
-        crops = [images]
-    else:
-        h, w = images.shape[1:3]
-        c = ten_crop_size
-        corners = [(0, 0), (0, w - c), (h - c, 0), (h - c, w - c), ((h - c) // 2, (w - c) // 2)]
-        crops = [images[:, y:y + c, x:x + c] for y, x in corners]
-        crops += [crop[:, :, ::-1] for crop in crops]
-    probabilities = [keras.ops.convert_to_numpy(keras.ops.softmax(model(c.astype("float32"), training=False))) for c in crops]
-    return np.mean(probabilities, axis=0)
 
 
 def console_main():

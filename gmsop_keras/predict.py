@@ -17,94 +17,11 @@ import argparse
 import json
 import sys
 
-from gmsop_keras.errors import UsageError, add_debug_flag, run_cli
-from pipelines import storage
-from pipelines.startup import load_tensorflow
-
-SIGNATURE = "serving_default"
-CLASS_NAMES_FILE = "class_names.txt"
-PREPROCESSING_FILE = "preprocessing.json"
-
-
-class Predictor:
-    """An exported SavedModel with its preprocessing and class names; needs no Keras.
-
-    Args:
-        path: a version folder, or a folder of numbered versions (the newest is used).
-
-    Example:
-
-    >>> from pipelines.folder import load_image
-    >>> predictor = Predictor("saved_models/gmsop")
-    >>> results = predictor.predict([load_image("cat.jpg")])
-    >>> results[0][0]  # best class: (index, name or None, probability)
-    (281, 'n02123045', 0.83)
-    """
-
-    def __init__(self, path):
-        import tensorflow as tf
-
-        self.path = resolve_saved_model(path)
-        self.signature = tf.saved_model.load(self.path).signatures[SIGNATURE]
-        height, width = self.signature.structured_input_signature[1]["image"].shape[1:3]
-        assets = storage.join(self.path, "assets")
-        self.preprocessing = {"resize_to": [height, width], "crop_to": None}
-        if storage.isfile(storage.join(assets, PREPROCESSING_FILE)):
-            self.preprocessing.update(json.loads(storage.read_text(storage.join(assets, PREPROCESSING_FILE))))
-        self.class_names = None
-        if storage.isfile(storage.join(assets, CLASS_NAMES_FILE)):
-            self.class_names = storage.read_text(storage.join(assets, CLASS_NAMES_FILE)).splitlines()
-
-    def prepare(self, image):
-        """uint8 RGB [H, W, 3] of any size -> the model's input size, as the dataset was made."""
-        return prepare_image(image, self.preprocessing["resize_to"], self.preprocessing.get("crop_to"))
-
-    def predict(self, images):
-        """Top-5 `(class, name, score)` lists for a list of uint8 RGB images of any size."""
-        import numpy as np
-        import tensorflow as tf
-
-        batch = np.stack([self.prepare(image) for image in images])
-        outputs = self.signature(image=tf.constant(batch))
-        classes, scores = outputs["classes"].numpy(), outputs["scores"].numpy()
-        return [
-            [(int(c), self.class_names[c] if self.class_names else None, float(s)) for c, s in zip(row, row_scores)]
-            for row, row_scores in zip(classes, scores)
-        ]
-
-
-def resolve_saved_model(path):
-    """`path` if it holds a SavedModel, else its newest complete integer-named version folder.
-
-    A version is complete once its `saved_model.pb` exists (written last, `gmsop_keras.export`).
-    """
-    if storage.isfile(storage.join(path, "saved_model.pb")):
-        return path
-    if not storage.isdir(path):
-        raise UsageError(f"SavedModel {path} not found")
-    names = storage.listdir(path)
-    if storage.basename(path).isdigit() and "variables" in names:
-        raise UsageError(f"{path} is an incomplete export (no saved_model.pb: the export was interrupted); "
-                         "export the model again, or pass the folder of its versions to use the newest complete one")
-    versions = sorted((int(name) for name in names
-                       if name.isascii() and name.isdigit() and storage.isfile(storage.join(path, name, "saved_model.pb"))))
-    if not versions:
-        raise UsageError(f"{path} holds no SavedModel (saved_model.pb) nor numbered versions of one")
-    return storage.join(path, str(versions[-1]))
-
-
-def prepare_image(image, resize_to, crop_to=None):
-    """Resizes uint8 [H, W, 3] to `resize_to` (MATLAB bicubic imresize), then centre-crops `crop_to`."""
-    from pipelines.resize import resize_images
-
-    image = resize_images(image[None], tuple(resize_to))[0]
-    if crop_to:
-        # The evaluation crop of pipelines.augment.center_crop: odd margins leave the extra pixel after.
-        top = (image.shape[0] - crop_to[0]) // 2
-        left = (image.shape[1] - crop_to[1]) // 2
-        image = image[top:top + crop_to[0], left:left + crop_to[1]]
-    return image
-
+from gmsop_keras.cli.errors import add_debug_flag, run_cli
+from gmsop_keras.cli.startup import load_tensorflow
+from gmsop_keras.training.errors import UsageError
+from pipelines import DataError
+from pipelines.folder import load_image
 
 def build_parser():
     parser = argparse.ArgumentParser(prog="python -m gmsop_keras.predict", description=__doc__.splitlines()[0])
@@ -121,8 +38,8 @@ def main(argv=None):
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be positive, got {args.batch_size}")
     load_tensorflow(args.debug)
-    from pipelines import DataError
-    from pipelines.folder import load_image
+    # Deferred: the predictor imports TensorFlow, which loads only after the flags are checked.
+    from gmsop_keras.serving.predictor import Predictor  # noqa: PLC0415
 
     predictor = Predictor(args.saved_model)
     results, failed = [], 0

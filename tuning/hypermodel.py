@@ -2,7 +2,7 @@
 
 The hypermodel does not define a network: `build` turns the hyperparameters into
 a `fit` configuration (head `gm-gap-16-4`, `balance_loss_weight`, `lr`) and calls
-`gmsop_keras.training.build_and_compile`, i.e. `gmsop_keras.build_model` compiled with
+`gmsop_keras.training.compile.build_and_compile`, i.e. `gmsop_keras.build_model` compiled with
 the SGD, step schedule and top-1/top-5 metrics a `python -m gmsop_keras.fit` run
 uses. Its hyperparameters are flat and have defaults:
 
@@ -21,7 +21,7 @@ fails its trial with the reason instead of crashing the search.
 import keras
 import keras_tuner
 
-from gmsop_keras.training import build_and_compile
+from gmsop_keras.training.compile import build_and_compile
 from gmsop_keras.models import parse_head
 from tuning.studies import HEAD_FAMILIES, PAPER_ALPHA, nk_pairs, parse_nk
 from tuning.throughput import TrainingThroughput
@@ -31,7 +31,7 @@ class GMSOPHyperModel(keras_tuner.HyperModel):
     """A gated-mixture classifier of `gmsop_keras` with alpha, N, K, lr and head family tunable.
 
     Args:
-        config: a resolved `fit` configuration (`gmsop_keras.config.resolve_config`);
+        config: a resolved `fit` configuration (`gmsop_keras.training.config.resolve_config`);
             its `head` must be a gated mixture (`gm-gap-N-K` or `gm-sop-N-K`)
             and gives the defaults of `head_family` and `nk`; its
             `balance_loss_weight` (default 100) and `lr` give theirs.
@@ -102,9 +102,9 @@ def _for_head(config, head):
     """The study's configuration for a trial's head: the model switches of its preset that apply
     to that head (a study may move between gm-gap and gm-sop; `num_iterations` applies to the
     second only), and none that do not (build_model refuses them)."""
-    from gmsop_keras.config import MODEL_OPTION_KEYS
-    from gmsop_keras.model_options import applicable_options
-    from gmsop_keras.presets import preset_values
+    from gmsop_keras.training.config import MODEL_OPTION_KEYS
+    from gmsop_keras.models.options import applicable_options
+    from gmsop_keras.models.presets import preset_values
 
     config = dict(config, head=head)
     applies = applicable_options(config["backbone"], head, config.get("sop_baseline_bn", True) is not False)

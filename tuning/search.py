@@ -21,12 +21,13 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads (gmsop_keras imports Keras)
 
-from gmsop_keras.config import add_option_arguments
-from gmsop_keras.errors import UsageError, add_debug_flag, run_cli
+from gmsop_keras.training.config import add_option_arguments
+from gmsop_keras.training.errors import UsageError
+from gmsop_keras.cli.errors import add_debug_flag, run_cli
 from pipelines import storage
 from tuning.studies import STUDIES, nk_pairs, search_space
 
-# `fit`'s options (gmsop_keras.config.OPTIONS) that a study takes as flags and passes on to
+# `fit`'s options (gmsop_keras.training.config.OPTIONS) that a study takes as flags and passes on to
 # `resolve_config` as they are: all but those the study sets itself (the head and alpha are
 # searched, the folder is --directory) and those of a single run (export, log lines).
 STUDY_OWNS = ("head", "balance_loss_weight", "model_dir", "export", "log_every")
@@ -68,7 +69,7 @@ def build_parser():
 
 def fit_flags():
     """The names of `fit`'s options a study passes on (every option but `STUDY_OWNS`)."""
-    from gmsop_keras.config import OPTIONS
+    from gmsop_keras.training.config import OPTIONS
 
     return tuple(option.name for option in OPTIONS if option.name not in STUDY_OWNS)
 
@@ -86,7 +87,7 @@ def main(argv=None):
     except ValueError as error:
         raise UsageError(str(error)) from None
     config = _fit_config(args, f"{family}-{first_pair}")
-    from gmsop_keras._startup import load_tensorflow
+    from gmsop_keras.cli.startup import load_tensorflow
 
     load_tensorflow(args.debug)  # before KerasTuner, which loads it
     try:
@@ -101,8 +102,9 @@ def main(argv=None):
     max_trials = args.max_trials or defaults.get("max_trials")
     import keras
 
-    from gmsop_keras.distribute import make_strategy
-    from gmsop_keras.training import input_statistics, keras_verbosity, locate_data, make_inputs, prepare_data
+    from gmsop_keras.training.distribute import make_strategy
+    from gmsop_keras.training.data import input_statistics, locate_data, make_inputs, prepare_data
+    from gmsop_keras.training.compile import keras_verbosity
     from tuning.hypermodel import GMSOPHyperModel
     from tuning.plots import plot_study
     from tuning.results import trial_dir, trial_rows, write_results
@@ -152,7 +154,7 @@ def _check_flags(args, kind):
 
 def _fit_config(args, head):
     """`fit`'s resolved configuration for these flags and the study's head (recipe, defaults, checks)."""
-    from gmsop_keras.config import resolve_config
+    from gmsop_keras.training.config import resolve_config
 
     argv = ["--head", head, "--model-dir", args.directory or os.path.join("runs", "tuning", args.study)]
     for name in fit_flags():

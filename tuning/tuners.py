@@ -7,7 +7,7 @@ folder (`<directory>/keras_tuner/trial_<id>/`)
   included (Keras' `CSVLogger` with epochs from 1, as `fit` writes; KerasTuner itself keeps only
   the best epoch's metrics);
 - `component_usage.csv`: samples routed to each component per epoch
-  (`gmsop_keras.callbacks.ComponentUsage`), the data of the paper's Fig. 2 (left).
+  (`gmsop_keras.training.callbacks.ComponentUsage`), the data of the paper's Fig. 2 (left).
 
 The grid search also resumes in a new process, which KerasTuner 1.4.8's own does
 not (`ResumableGridSearchOracle`).
@@ -17,7 +17,7 @@ import functools
 
 import keras_tuner
 
-from gmsop_keras.callbacks import ComponentUsage, EpochCSVLogger
+from gmsop_keras.training.callbacks import ComponentUsage, EpochCSVLogger
 from pipelines import storage
 
 OBJECTIVE = "val_top1"

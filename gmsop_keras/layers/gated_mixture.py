@@ -5,8 +5,11 @@ from keras import ops
 
 from gmsop_keras.layers.initializers import stacked_initializer
 from gmsop_keras.layers.noisy_top_k_gate import GATE_INITS, NOISE_MODES, NoisyTopKGate
-from gmsop_keras.names import DISPATCHES
 from gmsop_keras.ops import square_root_sop, triu_output_dim
+
+# How the top-K components are computed (`dispatch`); `gmsop_keras.models.names.DISPATCHES` names the
+# same values for the command line, which checks them before Keras loads (a test keeps the two equal).
+DISPATCHES = ("auto", "dense", "gather", "grouped")
 
 COMPONENTS = ("sop", "gap")
 # The grouped dispatch pads at most (B * K) / GROUP_PADDING_DIVISOR rows, in tiles of at most

@@ -4,7 +4,7 @@ import keras
 from keras import ops
 
 from gmsop_keras.layers.initializers import centred_normal
-from gmsop_keras.replicas import cross_replica_sum, replicas_in_sync
+from gmsop_keras.ops.replicas import cross_replica_sum, replicas_in_sync
 
 NOISE_MODES = ("per_sample", "per_component", "none")
 GATE_INITS = ("random", "constant")
@@ -21,7 +21,7 @@ def balance_loss(gate_weights, balance_loss_weight):
     by the batch size here keeps `alpha = 100` meaning what it meant in the paper.
 
     Under a synchronous distribution strategy the importance and the batch
-    size are the global batch's (`gmsop_keras.replicas.cross_replica_sum`), so
+    size are the global batch's (`gmsop_keras.ops.replicas.cross_replica_sum`), so
     that one and several replicas give the same update on the same global
     batch; per replica the term would be the mean of the replicas' small-batch
     CV^2, which grows with the number of replicas.

@@ -1,19 +1,30 @@
-"""Models: backbones (modified ResNet-18/50, WRN-36-2), pooling heads by name, `build_model`."""
+"""Models: the names (head grammar, backbones), the options, the presets, and `build_model`.
 
-from gmsop_keras.models.backbones import BACKBONES, build_backbone, list_backbones
-from gmsop_keras.models.build import build_model
-from gmsop_keras.models.heads import HeadSpec, list_heads, parse_head
-from gmsop_keras.models.imagenet_resnets import IMAGENET_MODELS, build_imagenet_model, list_imagenet_models
+`names`, `options` and `presets` are plain Python: the commands read them to check a command line
+before TensorFlow loads. Everything that builds Keras objects (backbones, heads, `build_model`) is
+imported on first use of its name here, so that `import gmsop_keras.models.names` stays free of
+Keras.
+"""
 
-__all__ = [
-    "BACKBONES",
-    "HeadSpec",
-    "IMAGENET_MODELS",
-    "build_backbone",
-    "build_imagenet_model",
-    "build_model",
-    "list_backbones",
-    "list_heads",
-    "list_imagenet_models",
-    "parse_head",
-]
+import importlib
+
+_LAZY = {
+    "BACKBONES": "backbones",
+    "build_backbone": "backbones",
+    "list_backbones": "backbones",
+    "build_model": "build",
+    "HeadSpec": "names",
+    "list_heads": "names",
+    "parse_head": "names",
+    "IMAGENET_MODELS": "imagenet_resnets",
+    "build_imagenet_model": "imagenet_resnets",
+    "list_imagenet_models": "imagenet_resnets",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'gmsop_keras.models' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"gmsop_keras.models.{_LAZY[name]}"), name)

@@ -5,7 +5,7 @@ import math
 import keras
 from keras import layers
 
-from gmsop_keras.model_options import DEFAULT_HEAD, check_model_options
+from gmsop_keras.models.options import DEFAULT_HEAD, check_model_options
 from gmsop_keras.models.backbones import BN_MOMENTUM, backbone_spec, build_backbone
 from gmsop_keras.models.heads import DEFAULT_DROPOUT, apply_head, parse_head
 from gmsop_keras.models.imagenet_resnets import IMAGENET_HEADS, IMAGENET_MODELS, build_imagenet_model
@@ -53,7 +53,7 @@ def build_model(
     Every option defaults to `None`, "not given": the model's own value, written
     below. An option given to a model that does not use it is refused with a
     `ValueError` naming it, as is a value out of range; which option applies to
-    which model is the table `gmsop_keras.model_options.OPTION_TRAITS`.
+    which model is the table `gmsop_keras.models.options.OPTION_TRAITS`.
 
     Args:
         backbone: one of `list_backbones()`: `"resnet18"`, `"resnet50"` (the

@@ -54,7 +54,7 @@ from keras import layers
 
 from gmsop_keras.layers import GatedMixture, NetVLAD, ParametricGAP, SparseMoE, SquareRootSOP
 from gmsop_keras.models.imagenet_resnets import apply_imagenet_head
-from gmsop_keras.names import (  # noqa: F401  (re-exported)
+from gmsop_keras.models.names import (  # noqa: F401  (re-exported)
     CANONICAL_HEADS,
     HEAD_PATTERNS,
     SEED_FAMILY_HEADS,

@@ -3,7 +3,7 @@
 Each model is a row of `IMAGENET_MODELS`: which stages end with a `GSoPBlock`,
 whether `GaussianPooling2D` replaces every downsampling, the stride of the last
 stage and the default head. Every model is the authors' PyTorch network, so
-that their checkpoints convert (`gmsop_keras.models.torch_weights`):
+that their checkpoints convert (`gmsop_keras.weights.torch_resnets`):
 
 - `resnet50-imagenet`: torchvision's ResNet-50 (v1.5: stride in the 3x3
   convolution), GAP head. 25.56M parameters. With `head="isqrt-256"` it is

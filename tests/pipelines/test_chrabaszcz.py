@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from gmsop_keras.training import steps_per_epoch
+from gmsop_keras.training.data import steps_per_epoch
 from pipelines import make_dataset, read_manifest
 from pipelines.augment import augment_batch, pad_crop, prediction_pad_crops
 from pipelines.augmentations import epoch_examples

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from gmsop_keras import build_model
-from gmsop_keras.training import input_statistics
+from gmsop_keras.training.data import input_statistics
 from pipelines import DataError, read_manifest
 from pipelines.folder import folder_source
 from pipelines.writer import pixel_sums, write_dataset

@@ -16,7 +16,7 @@ MIRRORED = textwrap.dedent(
     import tensorflow as tf
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    from gmsop_keras.errors import run_cli
+    from gmsop_keras.cli.errors import run_cli
     from tuning.search import main
     sys.exit(run_cli(main, sys.argv[1:]))
     """

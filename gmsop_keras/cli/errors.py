@@ -1,0 +1,39 @@
+"""The one `error: ...` line of every command: the wrapper the commands share, and `--debug`."""
+
+import sys
+import traceback
+
+from gmsop_keras.training.errors import TrainingDiverged, UsageError
+from pipelines.errors import DataError
+
+
+def add_debug_flag(parser):
+    parser.add_argument("--debug", action="store_true",
+                        help="on an error, print the full traceback; show TensorFlow's start-up log")
+    return parser
+
+
+def debug_requested(argv=None):
+    """Whether the command line (`argv`, default `sys.argv[1:]`) asks for `--debug`."""
+    return "--debug" in (sys.argv[1:] if argv is None else argv)
+
+
+def run_cli(main, argv=None, interrupted="interrupted"):
+    """Runs `main(argv)` and turns the project's own expected errors into one line on stderr.
+
+    `UsageError` and `pipelines.DataError` (a bad flag, a missing or corrupt file) exit 2,
+    `TrainingDiverged` exits 3, each as `error: ...` without a traceback; `--debug` adds the
+    traceback. Any other exception is a bug and propagates with its traceback. Ctrl-C prints
+    `interrupted` and exits 130.
+    """
+    debug = debug_requested(argv)
+    try:
+        return main(argv)
+    except (UsageError, DataError, TrainingDiverged) as error:
+        if debug:
+            traceback.print_exc()
+        print(f"error: {error}", file=sys.stderr)
+        return 3 if isinstance(error, TrainingDiverged) else 2
+    except KeyboardInterrupt:
+        print(interrupted, file=sys.stderr)
+        return 130

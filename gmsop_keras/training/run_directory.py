@@ -1,0 +1,335 @@
+"""A training run's state in its model directory, and the order in which it is written.
+
+    model_dir/
+      .lock                          held (flock) by the `fit` process training here
+      config.yaml                    the resolved configuration, written once the inputs checked out
+      backup/epoch-00005.weights.h5  weights and optimizer state after 5 epochs
+      backup/epoch-00005.json        its completion marker, written after the weights
+      best.keras, best.json          the best model so far, then its metric (written after it)
+      log.csv, component_usage.csv   one row per finished epoch, counted from 1
+      final.keras                    the model after the last epoch
+      metrics.json                   written last: the run is finished
+
+The protocol needs no atomic rename (which object stores do not have): a checkpoint is written
+under a new, epoch-numbered name and counts only once its marker exists, so a process killed
+while writing leaves a weights file without a marker, which the next start ignores and removes.
+Each new checkpoint removes the ones before the previous. A resumed run restores the newest
+complete checkpoint (falling back to the previous one if its weights cannot be read), drops the
+log rows of epochs after it, and takes the best metric so far from `best.json`, so that
+`best.keras` is only replaced by a strictly better epoch. A run is finished when `metrics.json`
+exists and records the configured number of epochs; the backup is kept, so a larger `--epochs`
+continues from the last epoch.
+
+The model directory may be a URL (`gs://...`, `file://...`; `pipelines.storage`). The small
+files (`best.json`, `metrics.json`, `config.yaml`, the CSV logs) are one object write each, which
+object stores make visible whole or not at all; on a local disk they are written aside and renamed.
+A `.keras` payload is complete only once the file written after it exists: `best.keras` once
+`best.json` exists (on a URL, `best.json` is deleted before `best.keras` is replaced, so a kill
+in between leaves no best model, and the next finished epoch writes one), and `final.keras` once
+`metrics.json` exists. The lock is described at `RunDirectory.lock`.
+"""
+
+import contextlib
+import csv
+import datetime
+import errno
+import io
+import json
+import math
+import os
+import re
+import socket
+import threading
+import time
+
+from gmsop_keras.training.errors import UsageError
+from pipelines import storage
+
+BACKUP_DIR = "backup"
+LOCK_FILE = ".lock"
+METRICS_FILE = "metrics.json"
+BEST_MODEL = "best.keras"
+BEST_FILE = "best.json"
+FINAL_MODEL = "final.keras"
+LOG_FILES = ("log.csv", "component_usage.csv")
+_CHECKPOINT = re.compile(r"^epoch-(\d{5})\.(weights\.h5|json)$")
+
+
+class RunDirectory:
+    """The files of one run (one process's model directory): lock, checkpoints, best, logs, metrics."""
+
+    def __init__(self, path):
+        self.path = path
+        self.backup_dir = storage.join(path, BACKUP_DIR)
+
+    def file(self, name):
+        return storage.join(self.path, name)
+
+    # The lock.
+
+    @contextlib.contextmanager
+    def lock(self):
+        """Holds `.lock` while training; a second `fit` on the same directory is refused.
+
+        On a local disk, and on a `file://` URL (a local disk too), an advisory `flock`: the
+        operating system releases it when the process ends, however it ends, so a killed run
+        never leaves the directory locked. Other URLs (object stores) have no locks: there `.lock`
+        is an object naming its holder, rewritten every `LOCK_REFRESH_SECONDS` while training and
+        deleted at the end (`_object_lock`).
+        """
+        local = _local_path(self.path)
+        if local is None:
+            with _object_lock(self.path, self.file(LOCK_FILE)):
+                yield self
+            return
+        import fcntl
+
+        os.makedirs(local, exist_ok=True)
+        with open(os.path.join(local, LOCK_FILE), "a+") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as error:
+                if error.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise
+                f.seek(0)
+                holder = f.read().strip() or "another process"
+                raise UsageError(f"{self.path} is in use by another fit ({holder}); wait for it to finish, "
+                                 "or train in another --model-dir") from None
+            f.seek(0)
+            f.truncate()
+            started = datetime.datetime.now().isoformat(timespec="seconds")
+            f.write(f"pid {os.getpid()} on {socket.gethostname()}, started {started}\n")
+            f.flush()
+            try:
+                yield self
+            finally:
+                f.seek(0)
+                f.truncate()
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    # Checkpoints.
+
+    def checkpoints(self):
+        """Epochs with a complete checkpoint (weights and marker), newest first."""
+        if not storage.isdir(self.backup_dir):
+            return []
+        found = {}
+        for name in storage.listdir(self.backup_dir):
+            match = _CHECKPOINT.match(name)
+            if match:
+                found.setdefault(int(match[1]), set()).add(match[2])
+        return sorted((epoch for epoch, kinds in found.items() if kinds == {"weights.h5", "json"}), reverse=True)
+
+    def save_checkpoint(self, model, epoch):
+        """Weights and optimizer state after `epoch` finished epochs; the marker last."""
+        storage.makedirs(self.backup_dir)
+        model.save_weights(self._weights(epoch), overwrite=True)
+        _write_json(self._marker(epoch), {"epoch": epoch, "time": _now()})
+        for older in self.checkpoints()[2:]:
+            self._remove_checkpoint(older)
+
+    def restore(self, model):
+        """Loads the newest readable checkpoint into `model`; returns its epoch (0 when there is none).
+
+        Weights files without a marker (a write that was cut short) are removed. The model must
+        be compiled; its optimizer is built here if needed, so that its state can be loaded.
+        """
+        complete = self.checkpoints()
+        if storage.isdir(self.backup_dir):
+            for name in storage.listdir(self.backup_dir):
+                match = _CHECKPOINT.match(name)
+                if match and int(match[1]) not in complete:
+                    storage.remove(storage.join(self.backup_dir, name), missing_ok=True)
+        if not complete:
+            return 0
+        if model.optimizer is not None and not model.optimizer.built:
+            model.optimizer.build(model.trainable_variables)
+        failures = []
+        for epoch in complete:
+            try:
+                model.load_weights(self._weights(epoch))
+                return epoch
+            except (OSError, ValueError) as error:
+                failures.append(f"{self._weights(epoch)}: {' '.join(str(error).split())[:200]}")
+        raise UsageError(f"no checkpoint in {self.backup_dir} can be read ({'; '.join(failures)}); "
+                         "delete that folder to start the run again")
+
+    def _weights(self, epoch):
+        return storage.join(self.backup_dir, f"epoch-{epoch:05d}.weights.h5")
+
+    def _marker(self, epoch):
+        return storage.join(self.backup_dir, f"epoch-{epoch:05d}.json")
+
+    def _remove_checkpoint(self, epoch):
+        for path in (self._marker(epoch), self._weights(epoch)):  # the marker first
+            storage.remove(path, missing_ok=True)
+
+    # The best model.
+
+    def best_value(self):
+        """The monitored value of `best.keras`, or None when there is no best model yet."""
+        record = _read_json(self.file(BEST_FILE))
+        if record is None or not storage.isfile(self.file(BEST_MODEL)):
+            return None
+        return record.get("value")
+
+    def save_best(self, model, epoch, monitor, value):
+        if storage.is_url(self.path):  # best.keras counts only with best.json, written after it
+            storage.remove(self.file(BEST_FILE), missing_ok=True)
+        save_model(model, self.file(BEST_MODEL))
+        _write_json(self.file(BEST_FILE), {"epoch": epoch, "monitor": monitor, "value": value, "time": _now()})
+
+    # Logs and the end of the run.
+
+    def trim_logs(self, epoch):
+        """Drops the rows of epochs after `epoch` from the CSV logs (epochs counted from 1)."""
+        for name in LOG_FILES:
+            path = self.file(name)
+            if not storage.isfile(path):
+                continue
+            with storage.open_file(path, newline="") as f:
+                rows = list(csv.reader(f))
+            if not rows or "epoch" not in rows[0]:
+                continue
+            column = rows[0].index("epoch")
+            kept = [rows[0]] + [row for row in rows[1:] if len(row) > column and _int(row[column]) <= epoch]
+            if len(kept) != len(rows):
+                text = io.StringIO(newline="")
+                csv.writer(text).writerows(kept)
+                storage.write_text(path, text.getvalue(), newline="")
+
+    def history(self):
+        """{column: [value per epoch]} from log.csv."""
+        path = self.file("log.csv")
+        if not storage.isfile(path):
+            return {}
+        with storage.open_file(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        return {key: [_finite(_float(row[key])) for row in rows] for key in (rows[0] if rows else {}) if key != "epoch"}
+
+    def finished(self):
+        """metrics.json of a finished run, or None."""
+        return _read_json(self.file(METRICS_FILE))
+
+    def write_metrics(self, metrics):
+        _write_json(self.file(METRICS_FILE), metrics)
+
+
+def save_model(model, path):
+    """Saves a `.keras` file: on a local disk written aside and renamed over the old one; on a URL
+    written in place (Keras copies it up whole), completed by the marker the caller writes after it."""
+    if storage.is_url(path):
+        storage.remove(path, missing_ok=True)  # TensorFlow's ram:// would append to the old file
+        model.save(path)
+        return
+    temp = path + ".tmp.keras"
+    model.save(temp)
+    os.replace(temp, path)
+
+
+def _write_json(path, value):
+    storage.write_text(path, json.dumps(_finite(value), indent=2, allow_nan=False) + "\n")
+
+
+def _read_json(path):
+    try:
+        return json.loads(storage.read_text(path))
+    except (OSError, ValueError):
+        return None
+
+
+def _local_path(path):
+    """The local folder of a plain path or a `file://` URL; None for other URLs."""
+    if not storage.is_url(path):
+        return path
+    return path[len("file://"):] if path.startswith("file://") else None
+
+
+LOCK_REFRESH_SECONDS = 60
+LOCK_STALE_SECONDS = 600
+
+
+@contextlib.contextmanager
+def _object_lock(path, lock_path):
+    """The lock of a run directory on an object store: an object naming its holder.
+
+    `.lock` holds `{"host", "pid", "started", "refreshed"}` and is rewritten every
+    `LOCK_REFRESH_SECONDS` by a background thread while training, and deleted at the end. Another
+    fit is refused while the object exists, unless it is stale: not refreshed for
+    `LOCK_STALE_SECONDS` (its holder was killed or lost), or held by a process of this host
+    that no longer runs; a stale lock is taken over with a note. Object stores offer no atomic
+    create here, so two fits started within the same moment on two hosts may both start: the
+    lock guards against the common mistake (a second command on a running directory), and the
+    written lock is read back so that the later of two writers at least is refused.
+    """
+    holder = _read_json(lock_path)
+    if holder is not None:
+        age = time.time() - float(holder.get("refreshed", 0))
+        dead = holder.get("host") == socket.gethostname() and not _pid_alive(holder.get("pid"))
+        if age < LOCK_STALE_SECONDS and not dead:
+            raise UsageError(
+                f"{path} is in use by another fit (pid {holder.get('pid')} on {holder.get('host')}, started "
+                f"{holder.get('started')}, last seen {age:.0f} s ago); wait for it to finish, or train in "
+                f"another --model-dir; if no fit runs there, delete {lock_path}")
+        print(f"note: taking over the stale lock {lock_path} (pid {holder.get('pid')} on {holder.get('host')}, "
+              f"last seen {age:.0f} s ago)", flush=True)
+    storage.makedirs(path)
+    record = {"host": socket.gethostname(), "pid": os.getpid(), "started": _now(), "refreshed": time.time()}
+    _write_json(lock_path, record)
+    if _read_json(lock_path) != record:
+        raise UsageError(f"{path} was locked by another fit at the same moment; wait for it to finish, or "
+                         "train in another --model-dir")
+    stop = threading.Event()
+
+    def refresh():
+        while not stop.wait(LOCK_REFRESH_SECONDS):
+            with contextlib.suppress(OSError):
+                _write_json(lock_path, {**record, "refreshed": time.time()})
+
+    thread = threading.Thread(target=refresh, name="run-lock", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        storage.remove(lock_path, missing_ok=True)
+
+
+def _pid_alive(pid):
+    try:
+        os.kill(int(pid), 0)
+    except (TypeError, ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _finite(value):
+    """JSON has no NaN: non-finite numbers become null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _now():
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def _int(text):
+    try:
+        return int(float(text))
+    except ValueError:
+        return math.inf
+
+
+def _float(text):
+    try:
+        return float(text)
+    except ValueError:
+        return math.nan

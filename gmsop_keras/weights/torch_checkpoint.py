@@ -1,0 +1,67 @@
+"""Reading a PyTorch checkpoint (`.pth`, `.pth.tar`) into a name -> numpy array `state_dict`.
+
+Needs torch (an optional dependency) only to read the file; nothing here imports TensorFlow or
+Keras, so the converter checks its checkpoint before TensorFlow loads.
+"""
+
+import numpy as np
+
+from gmsop_keras.training.errors import UsageError
+from pipelines import storage
+
+WRAPPER_KEYS = ("state_dict", "model")
+PREFIXES = ("module.",)
+TORCH_MISSING = "reading a PyTorch checkpoint needs torch: pip install torch==2.13.0 (or pip install torch)"
+
+
+def read_checkpoint(path, weights_only=True):
+    """The name -> float32 numpy array `state_dict` of a `.pth` file, unwrapped.
+
+    `weights_only=True` (the default) lets `torch.load` read tensors and plain
+    containers only, never arbitrary pickled objects.
+    """
+    try:
+        import torch  # noqa: PLC0415  (an optional dependency, needed only here)
+    except ImportError as error:
+        raise UsageError(TORCH_MISSING) from error
+    if not storage.isfile(path):
+        raise UsageError(f"checkpoint not found: {path}")
+    try:
+        with storage.local_path(path) as local:
+            checkpoint = torch.load(local, map_location="cpu", weights_only=weights_only)
+    except Exception as error:  # torch raises several types for unreadable or unsafe files
+        hint = " (or pass --unsafe-load for a checkpoint you trust that pickles other objects)" if weights_only else ""
+        raise UsageError(f"cannot read {path} as a PyTorch checkpoint: {str(error).splitlines()[0]}{hint}") from error
+    state = unwrap_state_dict(checkpoint)
+    return {
+        name: value.detach().cpu().float().numpy() if hasattr(value, "detach") else np.asarray(value)
+        for name, value in state.items()
+    }
+
+
+class CheckpointMismatchError(ValueError):
+    """A state_dict whose tensors do not match the model's weights one to one."""
+
+
+def unwrap_state_dict(checkpoint):
+    """The name -> tensor mapping of a checkpoint, without `module.` prefixes.
+
+    Accepts a plain `state_dict` or one wrapped as `{"state_dict": ...}` (the
+    authors' training scripts) or `{"model": ...}`; strips the `module.`
+    prefixes of `DataParallel`.
+    """
+    if not isinstance(checkpoint, dict):
+        raise CheckpointMismatchError(
+            f"A checkpoint must be a state_dict (a dict of tensors). Received: {type(checkpoint).__name__}"
+        )
+    for key in WRAPPER_KEYS:
+        if isinstance(checkpoint.get(key), dict):
+            checkpoint = checkpoint[key]
+            break
+    state = {}
+    for name, value in checkpoint.items():
+        for prefix in PREFIXES:
+            while name.startswith(prefix):
+                name = name[len(prefix) :]
+        state[name] = value
+    return state
