@@ -29,3 +29,11 @@ def fingerprint(path):
         raise DataError(f"{path}: cannot be read ({e.strerror or e}); restore it, or convert again "
                         "with --overwrite") from None
     return f"{size}:{mtime}:{digest.hexdigest()[:16]}"
+
+
+def fingerprint_or_none(path):
+    """`fingerprint(path)`, or None when the file cannot be read (the reader reports it, or skips it)."""
+    try:
+        return fingerprint(path)
+    except DataError:
+        return None

@@ -20,11 +20,10 @@ import zipfile
 import numpy as np
 
 from pipelines.errors import DataError
+from pipelines.imagenet64_format import FLAT_SIZE, IMAGE_SIZE, NUM_CLASSES, check_labels, flat_to_hwc
+from pipelines.matfile import mat_source
 from pipelines.source import ChunkCache, Examples, Source, Split, chunk_of
 
-IMAGE_SIZE = 64
-FLAT_SIZE = 3 * IMAGE_SIZE * IMAGE_SIZE
-NUM_CLASSES = 1000
 _BATCH_FILE = re.compile(r"^(train_data_batch_(\d+)|val_data)(\.npz)?$")
 _PICKLE_GLOBALS = {  # what pickled numpy arrays and lists may refer to; anything else is refused
     ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
@@ -59,8 +58,6 @@ def imagenet64_source(source=None, tfds_data_dir=None, mat_layout="hwcn"):
     if os.path.isfile(source):
         if not source.lower().endswith(".mat"):
             raise DataError(f"{source}: expected a folder with train_data_batch_* / val_data, or a .mat file")
-        from pipelines.matfile import mat_source  # noqa: PLC0415
-
         class_names = imagenet_class_names(os.path.dirname(source))
         return mat_source(source, layout=mat_layout, class_names=class_names)
     return _release_source(source)
@@ -80,25 +77,6 @@ def imagenet_class_names(folder=None):
                 names = f.read().split()
             return names if len(names) == NUM_CLASSES else None
     return None
-
-
-def flat_to_hwc(rows):
-    """[N, 12288] rows of R|G|B planes -> [N, 64, 64, 3]."""
-    return np.ascontiguousarray(rows.reshape(-1, 3, IMAGE_SIZE, IMAGE_SIZE).transpose(0, 2, 3, 1))
-
-
-def check_labels(labels, path, low=1, high=NUM_CLASSES):
-    """Labels as int64, or a DataError naming the first one out of [low, high]."""
-    labels = np.asarray(labels).reshape(-1)
-    if labels.size and not np.issubdtype(labels.dtype, np.integer):
-        if not (np.issubdtype(labels.dtype, np.floating) and np.all(labels == np.round(labels))):
-            raise DataError(f"{path}: labels must be integers; found {labels.dtype}")
-    labels = labels.astype(np.int64)
-    bad = np.flatnonzero((labels < low) | (labels > high))
-    if bad.size:
-        raise DataError(f"{path}: label {labels[bad[0]]} at index {bad[0]} is out of range {low}..{high} "
-                        f"({bad.size} such labels); downsampled-ImageNet labels are 1-based")
-    return labels
 
 
 def load_batch_file(path):

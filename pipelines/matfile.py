@@ -19,7 +19,7 @@ import numpy as np
 import scipy.io
 
 from pipelines.errors import DataError
-from pipelines.imagenet64 import FLAT_SIZE, IMAGE_SIZE, NUM_CLASSES, check_labels, flat_to_hwc
+from pipelines.imagenet64_format import FLAT_SIZE, IMAGE_SIZE, NUM_CLASSES, check_labels, flat_to_hwc
 from pipelines.source import Examples, Source, Split
 
 _PREFIXES = (("imdb", "images"), ("images",), ())

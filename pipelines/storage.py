@@ -23,6 +23,8 @@ import posixpath
 import re
 import shutil
 
+from pipelines.startup import load_tensorflow
+
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
@@ -32,16 +34,12 @@ def is_url(path):
 
 
 def _gfile():
-    from pipelines.startup import load_tensorflow
-
     return load_tensorflow().io.gfile
 
 
 @contextlib.contextmanager
 def _as_os_errors(path):
     """TensorFlow's file-system errors as the `OSError`s that `os` raises."""
-    from pipelines.startup import load_tensorflow
-
     tf = load_tensorflow()
     try:
         yield

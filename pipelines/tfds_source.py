@@ -10,6 +10,7 @@ import os
 import numpy as np
 
 from pipelines.errors import DataError
+from pipelines.resize import resize_images
 from pipelines.source import Examples, Source, Split
 
 _SPLITS = ("train", "validation")
@@ -66,8 +67,6 @@ def _reader(builder, split, size, data_dir, name):
                             f"({type(e).__name__}: {str(e).splitlines()[0]})") from None
         images = np.stack([_rgb(e["image"]) for e in examples])
         if images.shape[1:3] != size:
-            from pipelines.resize import resize_images  # noqa: PLC0415
-
             images = resize_images(images, size)
         labels = np.array([e["label"] for e in examples], np.int64)
         return Examples(images, labels)

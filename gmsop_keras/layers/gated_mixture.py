@@ -5,17 +5,13 @@ from keras import ops
 
 from gmsop_keras.layers.initializers import stacked_initializer
 from gmsop_keras.layers.noisy_top_k_gate import GATE_INITS, NOISE_MODES, NoisyTopKGate
-from gmsop_keras.ops import square_root_sop, triu_output_dim
+from gmsop_keras.ops import component_output_dim, grouped_components, square_root_sop, stacked_components
 
 # How the top-K components are computed (`dispatch`); `gmsop_keras.models.names.DISPATCHES` names the
 # same values for the command line, which checks them before Keras loads (a test keeps the two equal).
 DISPATCHES = ("auto", "dense", "gather", "grouped")
 
 COMPONENTS = ("sop", "gap")
-# The grouped dispatch pads at most (B * K) / GROUP_PADDING_DIVISOR rows, in tiles of at most
-# MAX_GROUP_TILE rows.
-GROUP_PADDING_DIVISOR = 16
-MAX_GROUP_TILE = 16
 DEFAULT_COMPONENT_DIMS = {"sop": (256, 128), "gap": (512,)}
 # As the backbones: moving statistics that settle within a short run (Keras' default is 0.99).
 # The official code's 0.7 (see `gmsop_keras.models.build_model`'s `bn_momentum`) is an argument.
@@ -60,7 +56,8 @@ class GatedMixture(keras.layers.Layer):
     tiles that share one copy of a kernel (static shapes, some padding rows),
     copying each pair's input map instead of its kernels; `"dense"` computes
     all N components for every sample and multiplies by the (mostly zero)
-    weights. All give the same numbers (components have no BatchNorm).
+    weights (the maths: `gmsop_keras.ops.dispatch`). All give the same numbers
+    (components have no BatchNorm).
     `"auto"` gathers when `K < N`: measured on a CPU and an H200
     (benchmarks/BENCHMARKS.md), grouping runs at the speed and memory of
     gathering when a map is as large as a kernel (`L C` vs `C h`), as in the
@@ -173,10 +170,7 @@ class GatedMixture(keras.layers.Layer):
         self.gate_init = gate_init
         self.bn_momentum = float(bn_momentum)
         self.seed = seed
-        if component == "sop":
-            self.output_dim = triu_output_dim(component_dims[-1])
-        else:
-            self.output_dim = component_dims[-1]
+        self.output_dim = component_output_dim(component, component_dims[-1])
 
         self.gate_convs, self.gate_norms, self.gate, self.gate_input_norm = [], [], None, None
         if top_k is not None:
@@ -237,7 +231,7 @@ class GatedMixture(keras.layers.Layer):
                 conv.build(shape)
                 shape = conv.compute_output_shape(shape)
                 norm.build(shape)
-            gate_features = triu_output_dim(shape[-1]) if self.component == "sop" else shape[-1]
+            gate_features = component_output_dim(self.component, shape[-1])
             if self.gate_input_norm is not None:
                 self.gate_input_norm.build((input_shape[0], gate_features))
             self.gate.build((input_shape[0], gate_features))
@@ -247,21 +241,22 @@ class GatedMixture(keras.layers.Layer):
         # when the batch is unknown, as in model.fit) and tensors where not.
         batch, height, width, channels = ops.shape(inputs)
         positions = ops.reshape(inputs, (batch, height * width, channels))  # (B, L, C)
+        options = dict(component=self.component, num_iterations=self.num_iterations)
         if self.gate is None:
-            return ops.mean(self._components(positions[:, None], self.component_kernels), axis=1)
+            return ops.mean(stacked_components(positions[:, None], self.component_kernels, **options), axis=1)
 
         weights = self.gate(self._gate_features(inputs, training), training=training)  # (B, N)
         if training:
             self.routing_counts.assign_add(ops.sum(ops.cast(weights > 0, "float32"), axis=0))
         if self.dispatch == "dense" or (self.dispatch == "auto" and self.top_k == self.num_components):
-            outputs = self._components(positions[:, None], self.component_kernels)  # (B, N, D)
+            outputs = stacked_components(positions[:, None], self.component_kernels, **options)  # (B, N, D)
             return ops.einsum("bn,bnd->bd", weights, outputs)
         top_weights, indices = ops.top_k(weights, self.top_k, sorted=False)  # (B, K)
         if self.dispatch == "gather":
             kernels = [ops.take(kernel, indices, axis=0) for kernel in self.component_kernels]  # (B, K, ., .)
-            outputs = self._components(positions[:, None], kernels)  # (B, K, D)
+            outputs = stacked_components(positions[:, None], kernels, **options)  # (B, K, D)
         else:
-            outputs = self._grouped_components(positions, indices)
+            outputs = grouped_components(positions, indices, self.component_kernels, **options)  # (B, K, D)
         return ops.einsum("bk,bkd->bd", top_weights, outputs)
 
     def _gate_features(self, inputs, training):
@@ -279,65 +274,6 @@ class GatedMixture(keras.layers.Layer):
         # (D = 8256 for GM-SOP), and the gate's softmax collapses within an epoch.
         standardised = self.gate_input_norm(features, training=training)
         return standardised * (features.shape[-1] ** -0.5)
-
-    def _components(self, positions, kernels):
-        """Component outputs for positions `(B, 1, L, C)` and kernels `(M, C, h)` or `(B, M, C, h)`."""
-        x = positions
-        for kernel in kernels:
-            x = ops.relu(ops.matmul(x, kernel))  # (B, M, L, h)
-        if self.component == "gap":
-            return ops.mean(x, axis=2)
-        num, width = x.shape[1], x.shape[3]
-        flat = ops.reshape(x, (-1, ops.shape(x)[2], width))  # (B * M, L, h)
-        pooled = square_root_sop(flat, self.num_iterations)
-        return ops.reshape(pooled, (-1, num, self.output_dim))
-
-    def _grouped_components(self, positions, indices):
-        """Outputs `(B, K, D)` of the selected components, grouped by component.
-
-        The `P = B * K` (sample, component) pairs are laid out component by
-        component in rows, each component's group padded to a multiple of `T`
-        rows, so that every tile of `T` rows belongs to one component: one
-        copy of a kernel serves a whole tile, where `"gather"` copies it for
-        every pair. The layout has the static size `P + N (T - 1)` rows
-        (XLA needs static shapes); padding rows get an all-zero map (its
-        square root is zero, with finite gradients) and are never read back.
-        """
-        batch, length, channels = ops.shape(positions)
-        num_pairs = batch * self.top_k
-        tile = _group_tile(num_pairs, self.num_components)
-        num_tiles = (num_pairs + self.num_components * (tile - 1)) // tile
-        num_rows = num_tiles * tile
-
-        component = ops.reshape(indices, (-1,))  # (P,) pair p = b * K + k
-        one_hot = ops.one_hot(component, self.num_components, dtype="int32")  # (P, N)
-        rank = ops.sum(ops.cumsum(one_hot, axis=0) * one_hot, axis=1) - 1  # place in its group
-        counts = ops.sum(one_hot, axis=0)  # (N,)
-        padded_counts = (counts + tile - 1) // tile * tile
-        padded_end = ops.cumsum(padded_counts)  # (N,) each group's end row
-        row_of_pair = ops.take(padded_end - padded_counts, component) + rank  # (P,)
-        # Sample of each row; padding rows read the extra all-zero map at index B.
-        pair_of_row = ops.scatter(row_of_pair[:, None], ops.arange(1, num_pairs + 1, dtype="int32"), (num_rows,))
-        sample_of_row = ops.where(pair_of_row > 0, (pair_of_row - 1) // self.top_k, batch)
-        # Component of each tile: how many groups end at or before its first row.
-        tile_start = ops.arange(num_tiles, dtype="int32") * tile
-        tile_component = ops.sum(ops.cast(padded_end[None, :] <= tile_start[:, None], "int32"), axis=1)
-        tile_component = ops.minimum(tile_component, self.num_components - 1)  # trailing padding tiles
-
-        # A pad, not a concatenation: TensorFlow's gradient of a concatenation fed by a
-        # gather selects rows with a dynamic-shape `where`, which XLA fails to compile.
-        padded_positions = ops.pad(positions, ((0, 1), (0, 0), (0, 0)))
-        x = ops.take(padded_positions, sample_of_row, axis=0)  # (R, L, C)
-        x = ops.reshape(x, (num_tiles, tile * length, channels))
-        for kernel in self.component_kernels:
-            x = ops.relu(ops.matmul(x, ops.take(kernel, tile_component, axis=0)))  # (R / T, T L, h)
-        x = ops.reshape(x, (num_rows, length, self.component_dims[-1]))
-        if self.component == "gap":
-            rows = ops.mean(x, axis=1)
-        else:
-            rows = square_root_sop(x, self.num_iterations)  # (R, D)
-        return ops.reshape(ops.take(rows, row_of_pair, axis=0), (-1, self.top_k, self.output_dim))
-
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.output_dim)
 
@@ -361,10 +297,3 @@ class GatedMixture(keras.layers.Layer):
         }
         return {**base_config, **config}
 
-
-def _group_tile(num_pairs, num_components):
-    """Rows per tile `T` of the grouped dispatch, so that the padding `N (T - 1)` is at most `P / 16`."""
-    tile = 1 + num_pairs // (GROUP_PADDING_DIVISOR * num_components)
-    if isinstance(tile, int):
-        return min(tile, MAX_GROUP_TILE)
-    return ops.minimum(tile, MAX_GROUP_TILE)

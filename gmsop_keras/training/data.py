@@ -5,7 +5,12 @@
 
 import os
 
+import pipelines
+from gmsop_keras.training.config import read_saved_config
 from gmsop_keras.training.errors import UsageError
+from pipelines import DataError, read_manifest, storage
+from pipelines.augmentations import epoch_examples
+from pipelines.manifest import has_manifest
 
 SYNTHETIC_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "gmsop_keras")
 
@@ -26,20 +31,16 @@ def locate_data(config):
         UsageError: no data dir for a dataset that needs one, a folder that does not exist.
         pipelines.DataError: a folder that is not a finished conversion.
     """
-    import pipelines
-    from pipelines import storage
-    from pipelines.manifest import has_manifest
-
     dataset = config["dataset"]
     if dataset == "synthetic":
         folder = synthetic_dir(config)
-        return folder, (pipelines.read_manifest(folder) if has_manifest(folder) else None)
+        return folder, (read_manifest(folder) if has_manifest(folder) else None)
     data_dir = config["data_dir"] or (dataset if dataset not in ("imagenet64", "places365") else None)
     if data_dir is None:
         raise UsageError(f"--dataset {dataset} needs --data-dir: the output of python -m pipelines.convert {dataset}")
     if not storage.isdir(data_dir):
         raise UsageError(f"data dir {data_dir} does not exist; convert the dataset first (python -m pipelines.convert)")
-    manifest = pipelines.read_manifest(data_dir)
+    manifest = read_manifest(data_dir)
     pipelines.verify_manifest(data_dir, splits=["train", "validation"], manifest=manifest)
     return data_dir, manifest
 
@@ -47,20 +48,16 @@ def locate_data(config):
 def prepare_data(config, data_dir, manifest=None):
     """The manifest of `data_dir` (`manifest`, when `locate_data` already read it), converting the
     synthetic set on first use."""
-    import pipelines
-
     if manifest is not None:
         return manifest
     if config["dataset"] == "synthetic":
         pipelines.ensure_synthetic(data_dir, progress=True, **(config.get("synthetic") or {}))
-    return pipelines.read_manifest(data_dir)
+    return read_manifest(data_dir)
 
 
 def steps_per_epoch(config, manifest, data_dir):
     """`--steps-per-epoch`, or the number of whole batches in the training split (twice the split
     under `--augment chrabaszcz`, whose epoch holds every image and its mirror image)."""
-    from pipelines.augmentations import epoch_examples
-
     if config["steps_per_epoch"]:
         return config["steps_per_epoch"]
     examples = epoch_examples(manifest["splits"]["train"]["num_examples"], config.get("augment"))
@@ -73,9 +70,7 @@ def steps_per_epoch(config, manifest, data_dir):
 
 def make_inputs(config, data_dir, manifest=None):
     """(train, validation, manifest, steps per epoch): the `tf.data` inputs of a configuration."""
-    import pipelines
-
-    manifest = manifest or pipelines.read_manifest(data_dir)
+    manifest = manifest or read_manifest(data_dir)
     batch = config["batch_size"]
     steps = steps_per_epoch(config, manifest, data_dir)
     # The training input repeats and an epoch is `steps` batches, so Keras knows the epoch length.
@@ -86,7 +81,7 @@ def make_inputs(config, data_dir, manifest=None):
     validation = pipelines.make_dataset(data_dir, "validation", batch, training=False)
     if config["strategy"] != "multi-worker":  # each worker reads only its files there
         # A declared length spares Keras' "ran out of data" warning at every validation.
-        import tensorflow as tf
+        import tensorflow as tf  # noqa: PLC0415 (this module is imported before TensorFlow loads)
 
         num_batches = -(-manifest["splits"]["validation"]["num_examples"] // batch)
         validation = validation.apply(tf.data.experimental.assert_cardinality(num_batches))

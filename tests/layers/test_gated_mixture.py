@@ -207,36 +207,6 @@ def test_grouped_dispatch_equals_dense_and_gather_in_float64(component, batch, j
             np.testing.assert_allclose(b, a, rtol=1e-9, atol=1e-12 * max(1.0, np.abs(a).max()), err_msg=dispatch)
 
 
-@pytest.mark.parametrize("component", ["sop", "gap"])
-@pytest.mark.parametrize(
-    "indices",
-    [
-        [[3, 1]] * 40,  # every sample to the same two components: one group of 40, three empty
-        [[0, 4]] + [[1, 2]] * 39,  # groups of 1, 39, 39, 0, 1
-        [[4, 0]],  # one sample
-        np.zeros((0, 2), "int32"),  # no sample
-    ],
-    ids=["all-to-two", "skewed", "batch-1", "batch-0"],
-)
-def test_grouped_components_match_gathered_kernels_for_any_routing(component, indices):
-    layer = mixture(component, dtype="float64")
-    layer(maps(batch=1).astype("float64"))
-    indices = tf.constant(np.asarray(indices, "int32").reshape(-1, 2))
-    positions = tf.constant(np.random.default_rng(7).standard_normal((indices.shape[0], 25, 8)))
-    with tf.GradientTape(persistent=True) as tape:
-        tape.watch(positions)
-        grouped = layer._grouped_components(positions, indices)
-        kernels = [tf.gather(kernel, indices) for kernel in layer.component_kernels]
-        gathered = layer._components(positions[:, None], kernels)
-        weights = tf.sin(tf.range(tf.size(grouped), dtype="float64"))
-        losses = [tf.reduce_sum(tf.reshape(out, [-1]) * weights) for out in (grouped, gathered)]
-    assert grouped.shape == (indices.shape[0], 2, OUT[component])
-    np.testing.assert_allclose(grouped.numpy(), gathered.numpy(), rtol=1e-10, atol=1e-12)
-    for source in (positions, *layer.component_kernels):
-        a, b = (tf.convert_to_tensor(tape.gradient(loss, source)).numpy() for loss in losses)
-        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
-
-
 def test_gate_input_norm_switch_feeds_the_gate_standardised_or_raw_features():
     x = maps(batch=8)
     on = mixture("sop", gate_input_norm=True)

@@ -9,7 +9,8 @@ from PIL import Image
 
 from pipelines import DataError, read_manifest, synthetic_source, verify_manifest, write_dataset
 from pipelines.folder import folder_source
-from pipelines.writer import STAGING_NAME, plan_shards
+from pipelines.shards import plan_shards
+from pipelines.writer import STAGING_NAME
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SYNTHETIC = ["synthetic", "--num-classes", "3", "--train-per-class", "4", "--val-per-class", "2",

@@ -12,7 +12,8 @@ from gmsop_keras import build_model
 from gmsop_keras.training.data import input_statistics
 from pipelines import DataError, read_manifest
 from pipelines.folder import folder_source
-from pipelines.writer import pixel_sums, write_dataset
+from pipelines.pixel_statistics import pixel_sums
+from pipelines.writer import write_dataset
 
 
 def make_tree(root, rng):

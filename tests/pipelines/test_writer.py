@@ -7,9 +7,10 @@ import pytest
 import tensorflow as tf
 
 from pipelines import DataError, read_manifest, synthetic_source, write_dataset
+from pipelines.resume import PLAN_NAME, PROGRESS_NAME
+from pipelines.shards import plan_shards
 from pipelines.source import Examples, Source, Split
 from pipelines.tfrecord import decode_example, write_shard
-from pipelines.writer import PLAN_NAME, PROGRESS_NAME, plan_shards
 
 
 def shard_files(directory):
