@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from gmsop_keras import build_model
-from gmsop_keras.models.options import OPTION_TRAITS, OPTION_VALUES, applicable_options, model_traits
+from gmsop_keras.models.options import MODEL_OPTIONS, OPTION_TRAITS, TRAIT_MEANINGS, applicable_options, model_traits
 from gmsop_keras.models.names import IMAGENET_BACKBONES, SMALL_IMAGE_BACKBONES
 
 SMALL = dict(num_classes=5, input_shape=(16, 16, 3))
@@ -17,7 +17,10 @@ def batch_norms(model):
 
 
 def test_every_option_has_a_trait_and_a_value_check():
-    assert set(OPTION_TRAITS) == set(OPTION_VALUES)
+    assert list(OPTION_TRAITS) == [option.name for option in MODEL_OPTIONS]
+    assert all(option.trait in TRAIT_MEANINGS and option.wanted() for option in MODEL_OPTIONS)
+    # build_model's default passes the option's own check (None: chosen per model).
+    assert all(option.default is None or option.problem(option.default) is None for option in MODEL_OPTIONS)
     assert applicable_options("resnet50-imagenet", "gap") == []
     assert applicable_options("resnet18", "gap") == ["last_stride", "gsop_stages", "gaussian_pooling", "bn_momentum"]
     assert "sop_baseline_bn" in applicable_options("resnet18", "sr-sop")
