@@ -6,8 +6,10 @@ import re
 import pytest
 import yaml
 
-from gmsop_keras.training.config import (BY_NAME, MODEL_OPTION_KEYS, OPTIONS, check_model_dir, model_options,
-                                resolve_config, write_config)
+from gmsop_keras.cli.arguments import resolve_config
+from gmsop_keras.training.config import model_options
+from gmsop_keras.training.options import BY_NAME, MODEL_OPTION_KEYS, OPTIONS
+from gmsop_keras.training.saved_config import check_model_dir, write_config
 from gmsop_keras.training.errors import UsageError
 from gmsop_keras.models.presets import PRESETS
 
