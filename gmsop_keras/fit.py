@@ -18,7 +18,7 @@ import sys
 
 from gmsop_keras.cli.errors import debug_requested, run_cli
 from gmsop_keras.cli.startup import load_tensorflow
-from gmsop_keras.training.config import resolve_config
+from gmsop_keras.cli.arguments import resolve_config
 from gmsop_keras.training.preflight import finished_line, open_run, percent, preflight
 
 

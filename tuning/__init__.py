@@ -9,18 +9,16 @@
 See docs/tuning.md.
 """
 
+import importlib
+
+# Lazy, as `gmsop_keras.models`: both import TensorFlow, and `python -m tuning.search --help` and
+# bad flags answer before TensorFlow loads.
+_LAZY = {"GMSOPHyperModel": "tuning.hypermodel", "make_tuner": "tuning.tuners"}
+
+__all__ = sorted(_LAZY)
+
 
 def __getattr__(name):
-    # Lazy, so that `python -m tuning.search --help` and bad flags answer before TensorFlow loads.
-    if name == "GMSOPHyperModel":
-        from tuning.hypermodel import GMSOPHyperModel
-
-        return GMSOPHyperModel
-    if name == "make_tuner":
-        from tuning.tuners import make_tuner
-
-        return make_tuner
-    raise AttributeError(f"module 'tuning' has no attribute {name!r}")
-
-
-__all__ = ["GMSOPHyperModel", "make_tuner"]
+    if name not in _LAZY:
+        raise AttributeError(f"module 'tuning' has no attribute {name!r}")
+    return getattr(importlib.import_module(_LAZY[name]), name)

@@ -21,17 +21,23 @@ fails its trial with the reason instead of crashing the search.
 import keras
 import keras_tuner
 
+from gmsop_keras.models.names import parse_head
+from gmsop_keras.models.options import MODEL_OPTIONS_BY_NAME, applicable_options
+from gmsop_keras.models.presets import preset_values
 from gmsop_keras.training.compile import build_and_compile
-from gmsop_keras.models import parse_head
-from tuning.studies import HEAD_FAMILIES, PAPER_ALPHA, nk_pairs, parse_nk
+from gmsop_keras.training.options import MODEL_OPTION_KEYS
+from tuning.studies import HEAD_FAMILIES, nk_pairs, parse_nk
 from tuning.throughput import TrainingThroughput
+
+# The tuned model option as build_model declares it (its default, paper's alpha 100, and bound >= 0).
+ALPHA = MODEL_OPTIONS_BY_NAME["balance_loss_weight"]
 
 
 class GMSOPHyperModel(keras_tuner.HyperModel):
     """A gated-mixture classifier of `gmsop_keras` with alpha, N, K, lr and head family tunable.
 
     Args:
-        config: a resolved `fit` configuration (`gmsop_keras.training.config.resolve_config`);
+        config: a resolved `fit` configuration (`gmsop_keras.training.config.resolve`);
             its `head` must be a gated mixture (`gm-gap-N-K` or `gm-sop-N-K`)
             and gives the defaults of `head_family` and `nk`; its
             `balance_loss_weight` (default 100) and `lr` give theirs.
@@ -68,13 +74,13 @@ class GMSOPHyperModel(keras_tuner.HyperModel):
         self._nk = f"{spec.num_components}-{spec.top_k}"
         self._nk_values = sorted(set(nk_pairs()) | {self._nk}, key=parse_nk)
         alpha = config.get("balance_loss_weight")
-        self._alpha = PAPER_ALPHA if alpha is None else float(alpha)
+        self._alpha = ALPHA.default if alpha is None else float(alpha)
         self._lr = float(config["lr"])
 
     def build(self, hp):
         family = hp.Choice("head_family", HEAD_FAMILIES, default=self._family)
         n, k = parse_nk(hp.Choice("nk", self._nk_values, default=self._nk))
-        alpha = hp.Float("balance_loss_weight", 0.0, max(1000.0, self._alpha), default=self._alpha)
+        alpha = hp.Float(ALPHA.name, float(ALPHA.low), max(1000.0, self._alpha), default=self._alpha)
         lr = hp.Float("lr", self._lr / 10, self._lr * 10, sampling="log", default=self._lr)
         if k > n:
             raise keras_tuner.errors.FailedTrialError(
@@ -102,17 +108,12 @@ def _for_head(config, head):
     """The study's configuration for a trial's head: the model switches of its preset that apply
     to that head (a study may move between gm-gap and gm-sop; `num_iterations` applies to the
     second only), and none that do not (build_model refuses them)."""
-    from gmsop_keras.training.config import MODEL_OPTION_KEYS
-    from gmsop_keras.models.options import applicable_options
-    from gmsop_keras.models.presets import preset_values
-
     config = dict(config, head=head)
     applies = applicable_options(config["backbone"], head, config.get("sop_baseline_bn", True) is not False)
     for key in MODEL_OPTION_KEYS:
         if key not in applies:
             config[key] = None
-    for key, value in preset_values(config.get("preset") or "default", config["backbone"], head,
-                                    MODEL_OPTION_KEYS).items():
+    for key, value in preset_values(config.get("preset") or "default", config["backbone"], head).items():
         if key in MODEL_OPTION_KEYS and config.get(key) is None:
             config[key] = value
     return config

@@ -14,6 +14,7 @@ no finished trial again), `study.json` (what the folder was made for),
 configuration, input pipeline, model builder, optimizer and schedule.
 """
 
+import argparse
 import importlib.util
 import json
 import os
@@ -21,13 +22,17 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads (gmsop_keras imports Keras)
 
-from gmsop_keras.training.config import add_option_arguments
-from gmsop_keras.training.errors import UsageError
+from gmsop_keras.cli.arguments import add_option_arguments, resolve_config
 from gmsop_keras.cli.errors import add_debug_flag, run_cli
+from gmsop_keras.cli.startup import load_tensorflow
+from gmsop_keras.training.data import input_statistics, locate_data, make_inputs, prepare_data
+from gmsop_keras.training.errors import UsageError
+from gmsop_keras.training.options import OPTIONS
 from pipelines import storage
+from tuning.plots import plot_study
 from tuning.studies import STUDIES, nk_pairs, search_space
 
-# `fit`'s options (gmsop_keras.training.config.OPTIONS) that a study takes as flags and passes on to
+# `fit`'s options (gmsop_keras.training.options.OPTIONS) that a study takes as flags and passes on to
 # `resolve_config` as they are: all but those the study sets itself (the head and alpha are
 # searched, the folder is --directory) and those of a single run (export, log lines).
 STUDY_OWNS = ("head", "balance_loss_weight", "model_dir", "export", "log_every")
@@ -37,8 +42,6 @@ STUDY_FILE = "study.json"
 
 
 def build_parser():
-    import argparse
-
     parser = argparse.ArgumentParser(
         prog="python -m tuning.search",
         description="Ablations of GM-SOP (paper Sec. 3.2) with KerasTuner: alpha (Fig. 2), N and K (Fig. 3), "
@@ -69,8 +72,6 @@ def build_parser():
 
 def fit_flags():
     """The names of `fit`'s options a study passes on (every option but `STUDY_OWNS`)."""
-    from gmsop_keras.training.config import OPTIONS
-
     return tuple(option.name for option in OPTIONS if option.name not in STUDY_OWNS)
 
 
@@ -87,8 +88,6 @@ def main(argv=None):
     except ValueError as error:
         raise UsageError(str(error)) from None
     config = _fit_config(args, f"{family}-{first_pair}")
-    from gmsop_keras.cli.startup import load_tensorflow
-
     load_tensorflow(args.debug)  # before KerasTuner, which loads it
     try:
         space = search_space(
@@ -100,15 +99,14 @@ def main(argv=None):
     except ValueError as error:  # the studies' own checks of the flags' values
         raise UsageError(str(error)) from None
     max_trials = args.max_trials or defaults.get("max_trials")
-    import keras
+    # Deferred: each of these imports TensorFlow (Keras, KerasTuner), loaded only after the checks above.
+    import keras  # noqa: PLC0415  (imports TensorFlow)
 
-    from gmsop_keras.training.distribute import make_strategy
-    from gmsop_keras.training.data import input_statistics, locate_data, make_inputs, prepare_data
-    from gmsop_keras.training.compile import keras_verbosity
-    from tuning.hypermodel import GMSOPHyperModel
-    from tuning.plots import plot_study
-    from tuning.results import trial_dir, trial_rows, write_results
-    from tuning.tuners import make_tuner
+    from gmsop_keras.training.compile import keras_verbosity  # noqa: PLC0415  (imports TensorFlow)
+    from gmsop_keras.training.distribute import make_strategy  # noqa: PLC0415  (imports TensorFlow)
+    from tuning.hypermodel import GMSOPHyperModel  # noqa: PLC0415  (imports TensorFlow)
+    from tuning.results import trial_dir, trial_rows, write_results  # noqa: PLC0415  (imports KerasTuner)
+    from tuning.tuners import make_tuner  # noqa: PLC0415  (imports KerasTuner)
 
     strategy = make_strategy(config["strategy"])
     replicas = strategy.num_replicas_in_sync
@@ -154,8 +152,6 @@ def _check_flags(args, kind):
 
 def _fit_config(args, head):
     """`fit`'s resolved configuration for these flags and the study's head (recipe, defaults, checks)."""
-    from gmsop_keras.training.config import resolve_config
-
     argv = ["--head", head, "--model-dir", args.directory or os.path.join("runs", "tuning", args.study)]
     for name in fit_flags():
         value = getattr(args, name)

@@ -5,7 +5,7 @@ import math
 import keras
 from keras import layers
 
-from gmsop_keras.models.options import DEFAULT_HEAD, check_model_options
+from gmsop_keras.models.options import DEFAULT_HEAD, MODEL_OPTIONS, check_model_options
 from gmsop_keras.models.backbones import BN_MOMENTUM, backbone_spec, build_backbone
 from gmsop_keras.models.heads import DEFAULT_DROPOUT, apply_head, parse_head
 from gmsop_keras.models.imagenet_resnets import IMAGENET_HEADS, IMAGENET_MODELS, build_imagenet_model
@@ -53,7 +53,7 @@ def build_model(
     Every option defaults to `None`, "not given": the model's own value, written
     below. An option given to a model that does not use it is refused with a
     `ValueError` naming it, as is a value out of range; which option applies to
-    which model is the table `gmsop_keras.models.options.OPTION_TRAITS`.
+    which model is declared in `gmsop_keras.models.options.MODEL_OPTIONS`.
 
     Args:
         backbone: one of `list_backbones()`: `"resnet18"`, `"resnet50"` (the
@@ -124,13 +124,8 @@ def build_model(
         backbone_spec(backbone)
         head = DEFAULT_HEAD if head is None else head
         parse_head(head)
-    options = dict(
-        last_stride=last_stride, dropout=dropout, balance_loss_weight=balance_loss_weight,
-        num_iterations=num_iterations, noise=noise, dispatch=dispatch, sop_channels=sop_channels,
-        gsop_stages=gsop_stages, gaussian_pooling=gaussian_pooling, gate_input_norm=gate_input_norm,
-        gate_init=gate_init, representation_gamma=representation_gamma, sop_baseline_bn=sop_baseline_bn,
-        bn_momentum=bn_momentum,
-    )
+    given = locals()  # the keywords as called (no option is reassigned above), checked as MODEL_OPTIONS declares
+    options = {option.name: given[option.name] for option in MODEL_OPTIONS}
     check_model_options(backbone, head, options)
     if backbone in IMAGENET_MODELS:
         return _seed_family_model(backbone, head, num_classes, input_shape, name, normalization)

@@ -25,6 +25,8 @@ gate's on gated mixtures, `num_iterations` on second-order heads, ...); elsewher
 unset, and the seed family's ImageNet models take none of them.
 """
 
+from gmsop_keras.models.options import MODEL_OPTIONS, applicable_options
+
 NAMES = ("default", "paper", "official")
 
 PRESETS = {
@@ -46,24 +48,23 @@ PRESETS = {
 }
 
 
-def preset_values(name, backbone, head, model_keys, explicit=None):
+def preset_values(name, backbone, head, model_keys=None, explicit=None):
     """The values preset `name` sets for this backbone and head.
 
-    Model switches (`model_keys`) are left out where they do not apply (judged with the
-    `explicit` values given beside the preset, e.g. `sop_baseline_bn`), and entirely for the
-    seed family's ImageNet backbones.
+    Model switches (`model_keys`, default: every option of `MODEL_OPTIONS`) are left out where
+    they do not apply (judged with the `explicit` values given beside the preset, e.g.
+    `sop_baseline_bn`), and entirely for the seed family's ImageNet backbones.
 
     Raises:
         ValueError: an unknown preset.
     """
-    from gmsop_keras.models.options import applicable_options
-
     if name not in PRESETS:
         raise ValueError(f"`preset` must be one of {', '.join(NAMES)}. Received: preset={name!r}")
     settings = PRESETS[name]
+    model_keys = [option.name for option in MODEL_OPTIONS] if model_keys is None else model_keys
     values = {k: v for k, v in settings.items() if k not in model_keys}
     resolved = {**settings, **{k: v for k, v in (explicit or {}).items() if v is not None}}
-    # The same table `build_model` refuses options by (gmsop_keras.models.options).
+    # The same declaration `build_model` refuses options by (gmsop_keras.models.options).
     applies = applicable_options(backbone, head, resolved.get("sop_baseline_bn", True))
     values.update({k: settings[k] for k in model_keys if k in settings and k in applies})
     return values

@@ -4,7 +4,7 @@ and the cluster it is a task of. Nothing here imports TensorFlow, so a mistake a
 
 from gmsop_keras.training import data
 from gmsop_keras.training.cluster import check_shards, configure_cluster
-from gmsop_keras.training.config import check_model_dir
+from gmsop_keras.training.saved_config import check_model_dir
 from gmsop_keras.training.worker_run import task_run
 from gmsop_keras.training.errors import UsageError
 from gmsop_keras.training.run_directory import RunDirectory

@@ -17,6 +17,8 @@ model (Places365, the averages, ResNet-50 baselines), the paper's row applies.
 
 import dataclasses
 
+from gmsop_keras.models.names import parse_head
+
 SOURCES = ("paper", "official")
 
 
@@ -100,8 +102,6 @@ RECIPES = (
 
 def head_kind(head):
     """`gap`, `gm-gap`, `sop` or `gm-sop`: the kind of head a recipe row names."""
-    from gmsop_keras.models.names import parse_head
-
     spec = parse_head(head)
     if spec.second_order:
         return "gm-sop" if spec.is_mixture else "sop"

@@ -1,7 +1,7 @@
 """A run's training, from a resolved configuration to metrics.json: the model, its callbacks and `fit`.
 
     from gmsop_keras.training import config, trainer
-    trainer.run(config.resolve_config(["--dataset", "synthetic", "--epochs", "2"]))
+    trainer.run(config.resolve({"dataset": "synthetic", "epochs": 2}))
 
 `run` is the whole of `python -m gmsop_keras.fit` after its flags are parsed, callable from
 Python. The command itself calls `preflight` and takes the run's lock before this module (and
@@ -17,7 +17,7 @@ from gmsop_keras.training.callbacks import (BestModel, Checkpoint, ComponentCoun
                                             DivergenceGuard, EpochCSVLogger, ProgressLines)
 from gmsop_keras.training.cluster import check_shards, is_chief
 from gmsop_keras.training.compile import build_and_compile, evaluate_saved, keras_verbosity
-from gmsop_keras.training.config import write_config
+from gmsop_keras.training.saved_config import write_config
 from gmsop_keras.training.distribute import fit_context, make_strategy
 from gmsop_keras.training.errors import TrainingDiverged, UsageError
 from gmsop_keras.training.preflight import finished_line, open_run, preflight
@@ -25,7 +25,7 @@ from gmsop_keras.training.run_directory import FINAL_MODEL, save_model
 
 
 def run(config, debug=False):
-    """Trains the run `config` describes (a dict from `gmsop_keras.training.config.resolve_config`).
+    """Trains the run `config` describes (a dict from `gmsop_keras.training.config.resolve`).
 
     Returns the validation summary written to metrics.json (None on a worker of a multi-worker run
     that is not the chief). Raises `UsageError`, `pipelines.DataError` or `TrainingDiverged` with

@@ -1,12 +1,16 @@
 """build_model's switches: structure and initial values on and off, refusals, head=None, float32 logits."""
 
+import inspect
+
 import keras
 import numpy as np
 import pytest
 
 from gmsop_keras import build_model
-from gmsop_keras.models.options import OPTION_TRAITS, OPTION_VALUES, applicable_options, model_traits
+from gmsop_keras.models.options import MODEL_OPTIONS, OPTION_TRAITS, TRAIT_MEANINGS, applicable_options, model_traits
 from gmsop_keras.models.names import IMAGENET_BACKBONES, SMALL_IMAGE_BACKBONES
+from gmsop_keras.models.presets import PRESETS
+from gmsop_keras.training.options import BY_NAME
 
 SMALL = dict(num_classes=5, input_shape=(16, 16, 3))
 
@@ -17,12 +21,27 @@ def batch_norms(model):
 
 
 def test_every_option_has_a_trait_and_a_value_check():
-    assert set(OPTION_TRAITS) == set(OPTION_VALUES)
+    assert list(OPTION_TRAITS) == [option.name for option in MODEL_OPTIONS]
+    assert all(option.trait in TRAIT_MEANINGS and option.wanted() for option in MODEL_OPTIONS)
+    # build_model's default passes the option's own check (None: chosen per model).
+    assert all(option.default is None or option.problem(option.default) is None for option in MODEL_OPTIONS)
     assert applicable_options("resnet50-imagenet", "gap") == []
     assert applicable_options("resnet18", "gap") == ["last_stride", "gsop_stages", "gaussian_pooling", "bn_momentum"]
     assert "sop_baseline_bn" in applicable_options("resnet18", "sr-sop")
     assert "dropout" not in applicable_options("resnet18", "sr-sop", sop_baseline_bn=False)
     assert model_traits("wrn-36-2", "gm-gap-16-8") == {"small_backbone", "classifier_bn", "gated", "dispatched"}
+
+
+def test_build_models_keywords_are_the_declared_options():
+    keywords = [name for name, parameter in inspect.signature(build_model).parameters.items()
+                if parameter.kind is inspect.Parameter.KEYWORD_ONLY]
+    assert set(keywords) - {"seed", "mean", "std", "name"} == set(OPTION_TRAITS)
+
+
+def test_every_preset_value_is_an_option_value():
+    for preset in PRESETS.values():
+        for name, value in preset.items():
+            assert value is None or BY_NAME[name].problem(value) is None, (name, value)
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,8 @@ import keras
 import numpy as np
 import pytest
 
-from gmsop_keras.training.config import read_saved_config, resolve_config, write_config
+from gmsop_keras.cli.arguments import resolve_config
+from gmsop_keras.training.saved_config import read_saved_config, write_config
 from gmsop_keras.training.optimizers import CoupledWeightDecaySGD
 from gmsop_keras.training.compile import build_and_compile
 

@@ -6,8 +6,10 @@ import re
 import pytest
 import yaml
 
-from gmsop_keras.training.config import (BY_NAME, MODEL_OPTION_KEYS, OPTIONS, check_model_dir, model_options,
-                                resolve_config, write_config)
+from gmsop_keras.cli.arguments import resolve_config
+from gmsop_keras.training.config import model_options
+from gmsop_keras.training.options import BY_NAME, MODEL_OPTION_KEYS, OPTIONS
+from gmsop_keras.training.saved_config import check_model_dir, write_config
 from gmsop_keras.training.errors import UsageError
 from gmsop_keras.models.presets import PRESETS
 
@@ -186,6 +188,21 @@ def test_an_option_the_model_does_not_use_is_refused_in_one_line(argv, message):
     with pytest.raises(UsageError, match=re.escape(message)) as caught:
         resolve_config(argv)
     assert "Leave it out for this model." in str(caught.value)
+
+
+def test_resolve_takes_a_dict_from_python_with_the_same_checks(tmp_path):
+    from gmsop_keras.training.config import resolve
+
+    path = tmp_path / "c.yaml"
+    path.write_text("batch_size: 32\n")
+    config = resolve({"head": "gm-sop-16-8", "lr": 0.2, "model_dir": str(tmp_path / "run")}, config_file=str(path))
+    assert config == resolve_config(["--head", "gm-sop-16-8", "--lr", "0.2", "--model-dir", str(tmp_path / "run"),
+                                     "-c", str(path)])
+    assert config["batch_size"] == 32 and config["num_iterations"] == 5
+    with pytest.raises(UsageError, match=re.escape("--dropout does not apply to backbone='resnet18', head='gap'")):
+        resolve({"head": "gap", "dropout": 0.3})
+    with pytest.raises(UsageError, match=r"unknown options: \['learning_rate'\]"):
+        resolve({"learning_rate": 0.1})
 
 
 def test_a_run_from_before_the_new_options_resumes_with_their_defaults(tmp_path):

@@ -111,7 +111,7 @@ def test_clear_one_line_errors(args, message, capsys, tmp_path):
 
 
 def test_yaml_config_is_overridden_by_flags(tmp_path):
-    from gmsop_keras.training.config import resolve_config
+    from gmsop_keras.cli.arguments import resolve_config
 
     path = tmp_path / "c.yaml"
     path.write_text("head: gm-gap-16-8\nbatch-size: 128\nlr: 0.5\n")
@@ -150,7 +150,7 @@ def test_killed_run_resumes_from_the_last_finished_epoch(tiny_synthetic, tmp_pat
 
 
 def test_fit_accepts_the_seed_family_names(capsys, tmp_path):
-    from gmsop_keras.training.config import resolve_config
+    from gmsop_keras.cli.arguments import resolve_config
 
     config = resolve_config(["--backbone", "gsop2-resnet50", "--head", "isqrt-256", "--dataset", "imagenet64"])
     assert config["backbone"] == "gsop2-resnet50" and config["head"] == "isqrt-256"
@@ -159,7 +159,8 @@ def test_fit_accepts_the_seed_family_names(capsys, tmp_path):
 
 
 def test_seed_family_options_reach_build_model():
-    from gmsop_keras.training.config import model_options, resolve_config
+    from gmsop_keras.cli.arguments import resolve_config
+    from gmsop_keras.training.config import model_options
 
     config = resolve_config(["--gsop-stages", "1", "2", "3", "--gaussian-pooling", "--dataset", "imagenet64"])
     assert model_options(config) == {"gsop_stages": [1, 2, 3], "gaussian_pooling": True}

@@ -99,7 +99,7 @@ def test_coupled_refuses_decoupled_decay_and_negative_l2():
     ],
 )
 def test_each_presets_optimizer(preset, kind, decay, exempt):
-    from gmsop_keras.training.config import resolve_config
+    from gmsop_keras.cli.arguments import resolve_config
 
     config = resolve_config(["--preset", preset, "--dataset", "imagenet64", "--head", "gm-sop-16-8"])
     optimizer = make_optimizer(config, 0.1)

@@ -250,7 +250,7 @@ def test_mistakes_answer_in_one_line_before_tensorflow_and_write_nothing(flags, 
 
 
 def test_yaml_numbers_in_exponent_form_are_numbers(tmp_path):
-    from gmsop_keras.training.config import resolve_config
+    from gmsop_keras.cli.arguments import resolve_config
 
     (tmp_path / "c.yaml").write_text("lr: 1e-3\nweight_decay: 5E-4\nstages: [2, 1]\nmixed_precision: false\n")
     config = resolve_config(["-c", str(tmp_path / "c.yaml"), "--dataset", "imagenet64"])

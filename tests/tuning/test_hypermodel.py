@@ -7,7 +7,7 @@ import pytest
 
 from gmsop_keras import build_model
 from gmsop_keras.training.callbacks import gated_mixtures
-from gmsop_keras.training.config import resolve_config
+from gmsop_keras.cli.arguments import resolve_config
 from tuning.hypermodel import GMSOPHyperModel
 from tuning.studies import PAPER_K, PAPER_N, STUDIES, nk_pairs, parse_nk, search_space
 from tuning.throughput import TrainingThroughput

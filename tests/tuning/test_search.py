@@ -191,7 +191,7 @@ def test_an_interrupted_trial_is_run_again_and_the_grid_goes_on(tiny_synthetic, 
 
 
 def test_training_flags_are_fits_options():
-    from gmsop_keras.training.config import OPTIONS
+    from gmsop_keras.training.options import OPTIONS
     from tuning.search import STUDY_OWNS, _fit_config, build_parser
 
     actions = {a.dest: a for a in build_parser()._actions}
