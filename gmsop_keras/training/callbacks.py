@@ -1,4 +1,4 @@
-"""Callbacks of `fit`: checkpoints and the best model (`run_state`), divergence, progress lines, logs,
+"""Callbacks of `fit`: checkpoints and the best model (`run_directory`), divergence, progress lines, logs,
 and component usage over training (paper Fig. 2 left)."""
 
 import csv

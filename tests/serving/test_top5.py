@@ -15,7 +15,7 @@ import pytest
 from gmsop_keras.evaluate import main as evaluate_main
 from gmsop_keras.serving.loading import topk_correct
 from gmsop_keras.training.compile import build_and_compile
-from gmsop_keras.training.config import resolve_config
+from gmsop_keras.cli.arguments import resolve_config
 
 NUM_CLASSES = 12
 INPUT_SHAPE = (16, 16, 3)
