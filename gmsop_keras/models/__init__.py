@@ -17,6 +17,7 @@ _LAZY = {
     "list_heads": "names",
     "parse_head": "names",
     "IMAGENET_MODELS": "imagenet_resnets",
+    "build_imagenet_backbone": "imagenet_resnets",
     "build_imagenet_model": "imagenet_resnets",
     "list_imagenet_models": "imagenet_resnets",
 }

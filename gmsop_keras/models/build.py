@@ -1,4 +1,9 @@
-"""`build_model`: any row of the paper's Tables 2-4 by name."""
+"""`build_model`: any row of the paper's Tables 2-4 by name, and the seed family's ImageNet ResNet-50s.
+
+Every model is the same three parts: the input normalisation, a backbone (a model from normalised
+images to a feature map: `build_backbone` or `build_imagenet_backbone`) and the one head path,
+`apply_head` (with the authors' conventions for the ImageNet family: `imagenet_head_options`).
+"""
 
 import math
 
@@ -8,7 +13,12 @@ from keras import layers
 from gmsop_keras.models.options import DEFAULT_HEAD, MODEL_OPTIONS, check_model_options
 from gmsop_keras.models.backbones import BN_MOMENTUM, backbone_spec, build_backbone
 from gmsop_keras.models.heads import DEFAULT_DROPOUT, apply_head, parse_head
-from gmsop_keras.models.imagenet_resnets import IMAGENET_HEADS, IMAGENET_MODELS, build_imagenet_model
+from gmsop_keras.models.imagenet_resnets import (
+    IMAGENET_MODELS,
+    build_imagenet_backbone,
+    imagenet_head_options,
+    imagenet_model_spec,
+)
 
 # ImageNet per-channel RGB statistics in [0, 255] units; the input images are raw.
 IMAGENET_MEAN = tuple(255.0 * m for m in (0.485, 0.456, 0.406))
@@ -119,61 +129,48 @@ def build_model(
     """
     normalization = _normalization(mean, std)
     if backbone in IMAGENET_MODELS:
-        head = IMAGENET_MODELS[backbone]["head"] if head is None else head
+        _, head = imagenet_model_spec(backbone, head)  # refuses a head the authors' network does not take
     else:
         backbone_spec(backbone)
         head = DEFAULT_HEAD if head is None else head
-        parse_head(head)
+    head_spec = parse_head(head)
     given = locals()  # the keywords as called (no option is reassigned above), checked as MODEL_OPTIONS declares
     options = {option.name: given[option.name] for option in MODEL_OPTIONS}
     check_model_options(backbone, head, options)
-    if backbone in IMAGENET_MODELS:
-        return _seed_family_model(backbone, head, num_classes, input_shape, name, normalization)
-    spec = backbone_spec(backbone)
-    head_spec = parse_head(head)
-    if last_stride is None:
-        last_stride = 1 if head_spec.second_order else 2
-    if dropout is None:
-        wide = spec["block"] == "preact_wide"
-        dropout = WIDE_SECOND_ORDER_DROPOUT if wide and head_spec.second_order else DEFAULT_DROPOUT
-    bn_momentum = BN_MOMENTUM if bn_momentum is None else bn_momentum
     if len(input_shape) != 3 or input_shape[-1] != 3:
         raise ValueError(f"`input_shape` must be (H, W, 3). Received: input_shape={input_shape}")
 
+    # Every backbone is a model from normalised images to a feature map; every head is `apply_head`.
     images, x = _normalized_input(input_shape, *normalization)
-    features = build_backbone(
-        backbone, input_shape=input_shape, last_stride=last_stride,
-        gsop_stages=gsop_stages or (), gaussian_pooling=bool(gaussian_pooling), bn_momentum=bn_momentum,
-    )(x)
-    head_options = dict(
-        balance_loss_weight=balance_loss_weight, num_iterations=num_iterations, noise=noise, dispatch=dispatch,
-        sop_channels=sop_channels, gate_input_norm=gate_input_norm, gate_init=gate_init,
-        representation_gamma=representation_gamma, sop_baseline_bn=sop_baseline_bn,
-    )
-    logits = apply_head(
-        features,
-        head_spec,
-        num_classes,
-        dropout=dropout,
-        seed=seed,
-        bn_momentum=bn_momentum,
-        **{key: value for key, value in head_options.items() if value is not None},
-    )
+    if backbone in IMAGENET_MODELS:
+        trunk = build_imagenet_backbone(backbone, input_shape, head)
+        head_options = imagenet_head_options(backbone)
+    else:
+        trunk, head_options = _small_image_parts(backbone, head_spec, input_shape, options)
+    logits = apply_head(trunk(x), head_spec, num_classes, seed=seed, **head_options)
     name = name or f"{backbone}_{head}".replace("-", "_")
     return keras.Model(images, logits, name=name)
 
 
-def _seed_family_model(backbone, head, num_classes, input_shape, name, normalization):
-    """A seed-family ImageNet model with this library's input convention (raw images, `image`)."""
-    if head not in IMAGENET_HEADS:
-        raise ValueError(
-            f"Backbone {backbone!r} takes the heads {', '.join(IMAGENET_HEADS)} (its own: "
-            f"{IMAGENET_MODELS[backbone]['head']}). Received: head={head!r}"
-        )
-    images, x = _normalized_input(input_shape, *normalization)
-    logits = build_imagenet_model(backbone, num_classes, input_shape, head=head)(x)
-    name = name or f"{backbone}_{head}".replace("-", "_")
-    return keras.Model(images, logits, name=name)
+def _small_image_parts(backbone, head_spec, input_shape, options):
+    """The paper's backbone (`build_backbone`) and `apply_head`'s options, the defaults resolved."""
+    last_stride = options["last_stride"]
+    if last_stride is None:
+        last_stride = 1 if head_spec.second_order else 2
+    dropout = options["dropout"]
+    if dropout is None:
+        wide = backbone_spec(backbone)["block"] == "preact_wide"
+        dropout = WIDE_SECOND_ORDER_DROPOUT if wide and head_spec.second_order else DEFAULT_DROPOUT
+    bn_momentum = BN_MOMENTUM if options["bn_momentum"] is None else options["bn_momentum"]
+    trunk = build_backbone(
+        backbone, input_shape=input_shape, last_stride=last_stride, gsop_stages=options["gsop_stages"] or (),
+        gaussian_pooling=bool(options["gaussian_pooling"]), bn_momentum=bn_momentum,
+    )
+    # The head's options: every model option but the backbone's (resolved above, as is the dropout).
+    head_options = {option.name: options[option.name] for option in MODEL_OPTIONS
+                    if option.trait != "small_backbone" and option.name != "dropout"
+                    and options[option.name] is not None}
+    return trunk, dict(head_options, dropout=dropout, bn_momentum=bn_momentum)
 
 
 def _normalization(mean, std):

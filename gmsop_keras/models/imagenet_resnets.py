@@ -29,10 +29,14 @@ zeros (explicit `ZeroPadding2D` + `"valid"`: Keras' `"same"` pads only the
 bottom and right of an even map at stride 2); convolutions initialised
 He-normal over their fan-out, the classifier as PyTorch's `nn.Linear`.
 
-Heads, by name: `gap`; `isqrt-256` (1x1 convolution to 256 + BN + ReLU,
-covariance, Newton-Schulz iterations, upper triangle: 32896-d); `3g-256`
-(the same reduction, `GeneralizedGaussianReweighting` with 3 stages, 5
-iterations).
+This module builds the trunk (`build_imagenet_backbone`); the head is the
+library's one head path, `gmsop_keras.models.heads.apply_head`, with the
+authors' conventions (`imagenet_head_options`: PyTorch's layer names and
+classifier initialisation, the model's Newton-Schulz iterations). Heads, by
+name: `gap`; `isqrt-256` (1x1 convolution to 256 + BN + ReLU, covariance,
+Newton-Schulz iterations, upper triangle: 32896-d); `3g-256` (the same
+reduction, `GeneralizedGaussianReweighting` with 3 stages, 5 iterations);
+none of them has a BatchNorm or Dropout before the classifier.
 
 References:
     He, Zhang, Ren, Sun. Deep Residual Learning for Image Recognition. CVPR 2016.
@@ -47,10 +51,9 @@ import keras
 from keras import layers
 
 from gmsop_keras.layers.gaussian_pooling_2d import GaussianPooling2D
-from gmsop_keras.layers.generalized_gaussian_reweighting import GeneralizedGaussianReweighting
 from gmsop_keras.layers.gsop_block import GSoPBlock
-from gmsop_keras.layers.initializers import he_fan_out, uniform_fan_in
-from gmsop_keras.layers.square_root_sop import SquareRootSOP
+from gmsop_keras.layers.initializers import he_fan_out
+from gmsop_keras.models.heads import apply_head, parse_head
 
 # last_stride None: 2 for the GAP head, 1 for a second-order head (iSQRT-COV's choice).
 IMAGENET_MODELS = {
@@ -64,7 +67,6 @@ IMAGENET_HEADS = ("gap", "isqrt-256", "3g-256")
 BLOCKS = (3, 4, 6, 3)
 WIDTHS = (64, 128, 256, 512)
 EXPANSION = 4
-REDUCED_WIDTH = 256
 # PyTorch's BatchNorm: epsilon 1e-5, momentum 0.1 (running = 0.9 running + 0.1 batch).
 BN_EPSILON = 1e-5
 BN_MOMENTUM = 0.9
@@ -77,8 +79,30 @@ def list_imagenet_models():
     return list(IMAGENET_MODELS)
 
 
+def imagenet_model_spec(name, head=None):
+    """`(row of IMAGENET_MODELS, head name)`; refuses an unknown model or a head it does not take."""
+    if name not in IMAGENET_MODELS:
+        raise ValueError(f"Unknown model: {name!r}. Valid models: {', '.join(IMAGENET_MODELS)}.")
+    spec = IMAGENET_MODELS[name]
+    head = spec["head"] if head is None else head
+    if head not in IMAGENET_HEADS:
+        raise ValueError(
+            f"Backbone {name!r} takes the heads {', '.join(IMAGENET_HEADS)} (its own: {spec['head']}). "
+            f"Received: head={head!r}"
+        )
+    return spec, head
+
+
+def imagenet_head_options(name):
+    """`apply_head`'s options for the authors' heads: PyTorch's names and classifier, their iterations."""
+    return dict(convention="torch", num_iterations=IMAGENET_MODELS[name]["sqrt_iterations"], bn_momentum=BN_MOMENTUM)
+
+
 def build_imagenet_model(name, num_classes=1000, input_shape=(224, 224, 3), head=None):
-    """Builds a named ImageNet model, from images to logits.
+    """Builds a named ImageNet model, from normalised images to logits: the trunk and `apply_head`.
+
+    The model is flat (the trunk's layers and the head's side by side), with
+    the layer names `gmsop_keras.weights.torch_resnets` maps to the authors'.
 
     Args:
         name: one of `list_imagenet_models()`.
@@ -89,12 +113,19 @@ def build_imagenet_model(name, num_classes=1000, input_shape=(224, 224, 3), head
     Returns:
         A functional `keras.Model` named `name`.
     """
-    if name not in IMAGENET_MODELS:
-        raise ValueError(f"Unknown model: {name!r}. Valid models: {', '.join(IMAGENET_MODELS)}.")
-    spec = IMAGENET_MODELS[name]
-    head = spec["head"] if head is None else head
-    if head not in IMAGENET_HEADS:
-        raise ValueError(f"`head` must be one of {IMAGENET_HEADS}. Received: head={head!r}")
+    _, head = imagenet_model_spec(name, head)
+    trunk = build_imagenet_backbone(name, input_shape, head)
+    logits = apply_head(trunk.output, parse_head(head), num_classes, **imagenet_head_options(name))
+    return keras.Model(trunk.input, logits, name=name)
+
+
+def build_imagenet_backbone(name, input_shape=(224, 224, 3), head=None):
+    """The trunk of a named ImageNet model: normalised images to the last stage's map `(B, H', W', 2048)`.
+
+    `head` (default the model's own) sets the last stage's stride where the
+    model has none of its own: 2 for `gap`, 1 for a second-order head.
+    """
+    spec, head = imagenet_model_spec(name, head)
     gaussian = spec["gaussian"]
     inputs = keras.Input(shape=input_shape, name="image")
     x = _conv(inputs, 64, 7, 1 if gaussian else 2, name="conv1_conv")
@@ -118,16 +149,7 @@ def build_imagenet_model(name, num_classes=1000, input_shape=(224, 224, 3), head
                 gaussian=gaussian,
                 name=f"conv{stage + 1}_block{index + 1}",
             )
-    x = apply_imagenet_head(x, head, num_iterations=spec["sqrt_iterations"])
-    features = x.shape[-1]
-    outputs = layers.Dense(
-        num_classes,
-        kernel_initializer=keras.initializers.VarianceScaling(1.0 / 3.0, mode="fan_in", distribution="uniform"),
-        bias_initializer=uniform_fan_in(features),
-        dtype="float32",  # float32 logits also under mixed_float16, as every model of the library
-        name="predictions",
-    )(x)
-    return keras.Model(inputs, outputs, name=name)
+    return keras.Model(inputs, x, name=name)
 
 
 def bottleneck(x, width, stride, gsop, gaussian, name):
@@ -152,23 +174,6 @@ def bottleneck(x, width, stride, gsop, gaussian, name):
     if gaussian and stride != 1:
         y = GaussianPooling2D(stride, name=f"{name}_gauss")(y)
     return y
-
-
-def apply_imagenet_head(x, head, num_iterations=None):
-    """Feature map -> representation vector, by head name (see the module docstring).
-
-    `num_iterations`: Newton-Schulz iterations of the square root; default 3
-    for `isqrt-256` (GSoP-Net2) and 5 for `3g-256`.
-    """
-    if head == "gap":
-        return layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    x = _conv(x, REDUCED_WIDTH, 1, 1, name="reduce_conv")
-    x = layers.ReLU(name="reduce_relu")(_bn(x, "reduce_bn"))
-    if head == "isqrt-256":
-        return SquareRootSOP(num_iterations=num_iterations or 3, name="isqrt_cov")(x)
-    return GeneralizedGaussianReweighting(
-        reweighted_sop=True, num_iterations=num_iterations or 5, name="reweighting"
-    )(x)
 
 
 def _conv(x, filters, kernel_size, stride, name):

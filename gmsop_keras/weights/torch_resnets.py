@@ -1,6 +1,7 @@
 """The authors' PyTorch checkpoints -> the weights of this project's ImageNet models.
 
-Every weight of a model built by `build_imagenet_model` is read from one
+Every weight of a model built by `build_imagenet_model` (or by `build_model`
+with one of its names: the trunk nested, the head beside it) is read from one
 tensor of a PyTorch `state_dict` with the authors' names:
 
 - torchvision's ResNet-50 and the backbone of every model: `conv1`, `bn1`,
@@ -33,11 +34,13 @@ Reading a `.pth` file: `gmsop_keras.weights.torch_checkpoint`.
 
 import re
 
+import keras
 import numpy as np
 
 from gmsop_keras.layers.gaussian_pooling_2d import GaussianPooling2D
 from gmsop_keras.layers.generalized_gaussian_reweighting import GeneralizedGaussianReweighting
 from gmsop_keras.layers.gsop_block import GSoPBlock
+from gmsop_keras.models.build import build_model
 from gmsop_keras.models.imagenet_resnets import IMAGENET_MODELS, build_imagenet_model
 from gmsop_keras.weights.torch_checkpoint import CheckpointMismatchError, unwrap_state_dict
 
@@ -64,13 +67,13 @@ def triangle_permutation(dim):
 def weight_plan(model, name, head=None):
     """`[(variable, torch_name, torch_shape, to_keras)]` for every weight of `model`, in the model's order.
 
-    `name` and `head` are the ones `model` was built with.
+    `model`: built by `build_imagenet_model` or `build_model` with `name` and
+    `head` (the trunk's layers and the head's keep the authors' names by the
+    same rule: `torch_prefix`).
     """
     head = IMAGENET_MODELS[name]["head"] if head is None else head
     plan = []
-    for layer in model.layers:
-        if not layer.weights:
-            continue
+    for layer in _weighted_layers(model):
         prefix = torch_prefix(layer.name)
         if isinstance(layer, GSoPBlock):
             plan += _gsop_plan(layer, prefix)
@@ -176,13 +179,19 @@ def convert_state_dict(state_dict, name, head=None, input_shape=(224, 224, 3), r
         raise CheckpointMismatchError("The checkpoint has no classifier `fc.weight`; it is not an ImageNet ResNet.")
     num_classes = int(np.shape(state_dict["fc.weight"])[0])
     if raw_images:
-        from gmsop_keras.models.build import build_model
-
         model = build_model(name, head=head, num_classes=num_classes, input_shape=input_shape)
-        load_state_dict(model.get_layer(name), state_dict, name, head)
-        return model
-    model = build_imagenet_model(name, num_classes=num_classes, input_shape=input_shape, head=head)
+    else:
+        model = build_imagenet_model(name, num_classes=num_classes, input_shape=input_shape, head=head)
     return load_state_dict(model, state_dict, name, head)
+
+
+def _weighted_layers(model):
+    """The layers of `model` that hold weights, in order, a nested model's (`build_model`'s trunk) opened."""
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from _weighted_layers(layer)
+        elif layer.weights:
+            yield layer
 
 
 def _entry(variable, torch_name, torch_shape, to_keras):

@@ -6,6 +6,7 @@ import pytest
 
 from gmsop_keras import build_model, list_heads
 from gmsop_keras.models import HeadSpec, parse_head
+from gmsop_keras.models.heads import SEED_FAMILY_HEADS, SEED_HEADS, apply_head
 
 
 @pytest.mark.parametrize(
@@ -185,3 +186,26 @@ def test_table3_heads_stay_float32_under_mixed_precision(head, layer):
         assert logits.dtype == np.float32 and np.isfinite(logits).all()
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+def test_the_seed_heads_are_apply_heads_on_every_backbone():
+    """isqrt-256 / 3g-256: the authors' reduction to 256 (PyTorch's BatchNorm), no BatchNorm or
+    Dropout before the classifier, and their own iteration counts; Keras' names on a small backbone."""
+    assert set(SEED_HEADS) == set(SEED_FAMILY_HEADS)
+    model = build_model("resnet18", "isqrt-256", num_classes=3, input_shape=(16, 16, 3), bn_momentum=0.7)
+    names = [layer.name for layer in model.layers]
+    assert names[-5:] == ["reduce_conv", "reduce_bn", "reduce_relu", "isqrt_cov", "logits"]
+    assert model.get_layer("reduce_bn").momentum == 0.9 and model.get_layer("reduce_bn").epsilon == 1e-5
+    assert model.get_layer("isqrt_cov").num_iterations == 3
+    assert model.get_layer("logits").input.shape[-1] == 256 * 257 // 2
+
+
+def test_the_torch_convention_names_and_initialises_as_pytorch():
+    features = keras.Input((4, 4, 64))
+    logits = apply_head(features, parse_head("gap"), 10, convention="torch")
+    model = keras.Model(features, logits)
+    assert [layer.name for layer in model.layers[1:]] == ["avg_pool", "predictions"]
+    kernel, bias = (np.asarray(w) for w in model.get_layer("predictions").weights)
+    assert np.abs(kernel).max() <= 64**-0.5 and np.abs(bias).max() <= 64**-0.5 and np.abs(bias).max() > 0
+    with pytest.raises(ValueError, match="`convention` must be one of keras, torch. Received: convention='tf'"):
+        apply_head(features, parse_head("gap"), 10, convention="tf")

@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import pytest
 
+from gmsop_keras import build_model
 from gmsop_keras.layers import GaussianPooling2D, GSoPBlock
 from gmsop_keras.models.imagenet_resnets import build_imagenet_model, list_imagenet_models
 
@@ -130,3 +131,20 @@ def test_convolutions_are_initialised_as_the_authors():
     assert kernel.std() == pytest.approx((2.0 / (9 * 512)) ** 0.5, rel=0.02)
     classifier = np.asarray(model.get_layer("predictions").kernel)  # nn.Linear: U(+-1/sqrt(2048))
     assert np.abs(classifier).max() <= 2048**-0.5 and classifier.std() == pytest.approx((3 * 2048) ** -0.5, rel=0.1)
+
+
+def test_the_head_is_the_one_head_path():
+    """build_model puts `apply_head`'s layers on the nested trunk; build_imagenet_model puts the same
+    layers, by name and initial value, on the same trunk flat (the weight converter reads both)."""
+    keras.utils.set_random_seed(0)
+    flat = build_imagenet_model("gsop2-resnet50", num_classes=3, input_shape=(32, 32, 3))
+    keras.utils.set_random_seed(0)
+    model = build_model("gsop2-resnet50", num_classes=3, input_shape=(32, 32, 3))
+    head = ["reduce_conv", "reduce_bn", "reduce_relu", "isqrt_cov", "predictions"]
+    assert [layer.name for layer in model.layers] == ["image", "normalization", "gsop2-resnet50", *head]
+    assert [layer.name for layer in flat.layers[-len(head):]] == head
+    assert model.get_layer("isqrt_cov").num_iterations == 3  # GSoP-Net2's, not the paper's 5
+    assert len(flat.weights) == len(model.weights)
+    for ours, theirs in zip(flat.weights, model.weights):
+        assert ours.path == theirs.path
+        np.testing.assert_array_equal(np.asarray(ours), np.asarray(theirs))

@@ -128,7 +128,7 @@ def test_every_model_option_default_is_build_models():
     and the head's and backbone's own defaults apply)."""
     from gmsop_keras.models import build_model
     from gmsop_keras.models.backbones import build_backbone
-    from gmsop_keras.models.heads import apply_head
+    from gmsop_keras.models.heads import DEFAULT_ITERATIONS, apply_head
 
     parameters = inspect.signature(build_model).parameters
     assert set(MODEL_OPTION_KEYS) <= set(parameters)
@@ -137,6 +137,9 @@ def test_every_model_option_default_is_build_models():
     per_model = {"dropout", "last_stride"}
     effective = {**{k: p.default for k, p in inspect.signature(build_backbone).parameters.items()},
                  **{k: p.default for k, p in inspect.signature(apply_head).parameters.items()}}
+    # apply_head's num_iterations=None is the head's own count: the paper's 5 for every head it applies to.
+    if effective["num_iterations"] is None:
+        effective["num_iterations"] = DEFAULT_ITERATIONS
     for key in MODEL_OPTION_KEYS:
         if key in per_model:
             assert BY_NAME[key].model_default is None, key

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from gmsop_keras import build_model
 from gmsop_keras.models.imagenet_resnets import build_imagenet_model, list_imagenet_models
 from gmsop_keras.ops import triu_vectorize
 from gmsop_keras.weights.torch_checkpoint import CheckpointMismatchError, unwrap_state_dict
@@ -53,6 +54,15 @@ def test_every_weight_reads_one_tensor(name):
     assert len(plan) == len(model.weights)
     assert len({id(variable) for variable, *_ in plan}) == len(model.weights)
     assert len({torch_name for _, torch_name, *_ in plan}) == len(plan)
+
+
+def test_build_models_nested_trunk_reads_the_same_tensors():
+    """`build_model` nests the trunk and applies the head beside it: the plan opens the trunk."""
+    flat = build_imagenet_model("resnet50-3g", num_classes=3, input_shape=(32, 32, 3))
+    nested = build_model("resnet50-3g", num_classes=3, input_shape=(32, 32, 3))
+    names = [torch_name for _, torch_name, *_ in weight_plan(nested, "resnet50-3g")]
+    assert names == [torch_name for _, torch_name, *_ in weight_plan(flat, "resnet50-3g")]
+    assert len(names) == len(nested.weights) and names[-2:] == ["fc.weight", "fc.bias"]
 
 
 def synthetic_state_dict(name, head=None):
