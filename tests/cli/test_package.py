@@ -64,10 +64,13 @@ def test_a_command_is_recognised_from_its_command_line(monkeypatch, orig_argv, a
 def test_names_agree_with_the_builders():
     from gmsop_keras.models import names
     from gmsop_keras.models.backbones import BACKBONES
+    from gmsop_keras.layers.gated_mixture import DISPATCHES
     from gmsop_keras.models.imagenet_resnets import IMAGENET_MODELS
 
     assert names.SMALL_IMAGE_BACKBONES == tuple(BACKBONES)
     assert names.IMAGENET_BACKBONES == tuple(IMAGENET_MODELS)
+    # The command line's copy of the dispatches the layer accepts (the layer cannot import from models).
+    assert names.DISPATCHES == DISPATCHES
     with pytest.raises(ValueError, match="Valid backbones: resnet18, resnet50, wrn-36-2, resnet50-imagenet"):
         names.check_backbone("resnet101")
 
