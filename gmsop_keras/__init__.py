@@ -13,6 +13,8 @@ there the layers load after the command has checked its arguments, so that a typ
 before TensorFlow loads (`gmsop_keras.cli.startup`; docs/ARCHITECTURE.md, "Start-up").
 """
 
+import importlib
+
 from gmsop_keras.cli.startup import started_as_command
 
 __all__ = ["build_model", "layers", "list_backbones", "list_heads", "ops"]
@@ -25,8 +27,6 @@ if not started_as_command():
 
 def __getattr__(name):
     # Reached only inside a command, before it imported the layers (see the docstring).
-    import importlib  # noqa: PLC0415
-
     if name in ("layers", "ops"):
         return importlib.import_module(f"gmsop_keras.{name}")
     if name in ("build_model", "list_backbones", "list_heads"):

@@ -6,7 +6,7 @@
 import os
 
 import pipelines
-from gmsop_keras.training.config import read_saved_config
+from gmsop_keras.training.saved_config import read_saved_config
 from gmsop_keras.training.errors import UsageError
 from pipelines import DataError, read_manifest, storage
 from pipelines.augmentations import epoch_examples

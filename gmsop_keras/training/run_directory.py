@@ -33,14 +33,13 @@ import contextlib
 import csv
 import datetime
 import io
-import json
 import math
 import os
 import re
 
 from gmsop_keras.training.errors import UsageError
 from gmsop_keras.training.run_lock import (  # noqa: F401 (the lock's constants stay importable from here)
-    LOCK_FILE, LOCK_REFRESH_SECONDS, LOCK_STALE_SECONDS, run_lock,
+    LOCK_FILE, LOCK_REFRESH_SECONDS, LOCK_STALE_SECONDS, read_json, run_lock, write_json,
 )
 from pipelines import storage
 
@@ -132,7 +131,7 @@ class RunDirectory:
 
     def best_value(self):
         """The monitored value of `best.keras`, or None when there is no best model yet."""
-        record = _read_json(self.file(BEST_FILE))
+        record = read_json(self.file(BEST_FILE))
         if record is None or not storage.isfile(self.file(BEST_MODEL)):
             return None
         return record.get("value")
@@ -173,7 +172,7 @@ class RunDirectory:
 
     def finished(self):
         """metrics.json of a finished run, or None."""
-        return _read_json(self.file(METRICS_FILE))
+        return read_json(self.file(METRICS_FILE))
 
     def write_metrics(self, metrics):
         _write_json(self.file(METRICS_FILE), metrics)
@@ -192,14 +191,7 @@ def save_model(model, path):
 
 
 def _write_json(path, value):
-    storage.write_text(path, json.dumps(_finite(value), indent=2, allow_nan=False) + "\n")
-
-
-def _read_json(path):
-    try:
-        return json.loads(storage.read_text(path))
-    except (OSError, ValueError):
-        return None
+    write_json(path, _finite(value))
 
 
 def _finite(value):

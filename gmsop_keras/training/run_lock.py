@@ -83,7 +83,7 @@ def _object_lock(path, lock_path):
     lock guards against the common mistake (a second command on a running directory), and the
     written lock is read back so that the later of two writers at least is refused.
     """
-    holder = _read_record(lock_path)
+    holder = read_json(lock_path)
     if holder is not None:
         age = time.time() - float(holder.get("refreshed", 0))
         dead = holder.get("host") == socket.gethostname() and not _pid_alive(holder.get("pid"))
@@ -97,8 +97,8 @@ def _object_lock(path, lock_path):
     storage.makedirs(path)
     started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     record = {"host": socket.gethostname(), "pid": os.getpid(), "started": started, "refreshed": time.time()}
-    _write_record(lock_path, record)
-    if _read_record(lock_path) != record:
+    write_json(lock_path, record)
+    if read_json(lock_path) != record:
         raise UsageError(f"{path} was locked by another fit at the same moment; wait for it to finish, or "
                          "train in another --model-dir")
     stop = threading.Event()
@@ -106,7 +106,7 @@ def _object_lock(path, lock_path):
     def refresh():
         while not stop.wait(LOCK_REFRESH_SECONDS):
             with contextlib.suppress(OSError):
-                _write_record(lock_path, {**record, "refreshed": time.time()})
+                write_json(lock_path, {**record, "refreshed": time.time()})
 
     thread = threading.Thread(target=refresh, name="run-lock", daemon=True)
     thread.start()
@@ -118,13 +118,14 @@ def _object_lock(path, lock_path):
         storage.remove(lock_path, missing_ok=True)
 
 
-def _write_record(path, record):
-    """The holder's record as one object write (all its numbers are finite)."""
+def write_json(path, record):
+    """A run's small JSON record (the lock holder, a checkpoint marker, best.json, metrics.json) as
+    one object write; its numbers must be finite."""
     storage.write_text(path, json.dumps(record, indent=2, allow_nan=False) + "\n")
 
 
-def _read_record(path):
-    """The holder's record, or None where there is none (or it is torn)."""
+def read_json(path):
+    """The JSON record at `path`, or None where there is none (or it is torn)."""
     try:
         return json.loads(storage.read_text(path))
     except (OSError, ValueError):
