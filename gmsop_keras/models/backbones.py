@@ -71,7 +71,8 @@ def backbone_spec(name):
 
 
 def build_backbone(
-    name, input_shape=(64, 64, 3), last_stride=2, gsop_stages=(), gaussian_pooling=False, bn_momentum=BN_MOMENTUM
+    name, input_shape=(64, 64, 3), last_stride=2, gsop_stages=(), gaussian_pooling=False, bn_momentum=BN_MOMENTUM,
+    conv1_bias=False, symmetric_padding=False,
 ):
     """Builds a backbone as a functional model from images to feature maps.
 
@@ -87,6 +88,12 @@ def build_backbone(
             The small-image stems are stride 1 without max-pooling already.
         bn_momentum: momentum of every BatchNorm, Keras' convention (0.9;
             the official GM-SOP code's is `OFFICIAL_BN_MOMENTUM` = 0.7).
+        conv1_bias: the stem convolution has a bias (the official
+            MatConvNet models: `cnn_init_resnet_GM.m`'s `conv1` with `'bias', true`).
+        symmetric_padding: strided 3x3 convolutions pad 1 on every side, as
+            MatConvNet's `'pad', 1` (a `ZeroPadding2D` named `<conv>_pad`, then
+            a `"valid"` convolution); Keras' `"same"` pads an even map 0 before
+            and 1 after, which samples other positions.
 
     Returns:
         A `keras.Model` named after the backbone, output `(B, H', W', C)` with
@@ -102,12 +109,11 @@ def build_backbone(
         raise ValueError(f"`bn_momentum` must be in [0, 1) (Keras' convention). Received: bn_momentum={bn_momentum!r}")
     strides = (*STAGE_STRIDES, last_stride)
     inputs = keras.Input(shape=input_shape, name="images")
+    x = _conv(inputs, STEM_WIDTH, 3, 1, name="conv1_conv", use_bias=conv1_bias)
     if spec["block"] == "basic":
-        x = _conv(inputs, STEM_WIDTH, 3, 1, name="conv1_conv")
         x = _bn_relu(x, name="conv1", momentum=bn_momentum)
         block_fn = basic_block
     else:
-        x = _conv(inputs, STEM_WIDTH, 3, 1, name="conv1_conv")
         block_fn = preact_wide_block
     for stage, (num_blocks, width, stride) in enumerate(
         zip(spec["blocks"], spec["widths"], strides), start=2
@@ -117,7 +123,8 @@ def build_backbone(
             name_ = f"conv{stage}_block{index + 1}"
             gsop = stage - 1 in gsop_stages and index == num_blocks - 1
             x = block_fn(
-                x, width, 1 if gaussian_pooling else block_stride, name=name_, gsop=gsop, bn_momentum=bn_momentum
+                x, width, 1 if gaussian_pooling else block_stride, name=name_, gsop=gsop, bn_momentum=bn_momentum,
+                symmetric_padding=symmetric_padding,
             )
             if gaussian_pooling and block_stride != 1:
                 x = GaussianPooling2D(block_stride, momentum=bn_momentum, name=f"{name_}_gauss")(x)
@@ -132,16 +139,16 @@ def _gsop(x, filters, name, momentum):
     )(x)
 
 
-def basic_block(x, filters, stride, name, gsop=False, bn_momentum=BN_MOMENTUM):
+def basic_block(x, filters, stride, name, gsop=False, bn_momentum=BN_MOMENTUM, symmetric_padding=False):
     """Post-activation basic block: conv3x3-BN-ReLU-conv3x3-BN, add, ReLU.
 
     The shortcut is a 1x1 convolution + BN where the shape changes.
     """
     shortcut = x
     if stride != 1 or x.shape[-1] != filters:
-        shortcut = _conv(x, filters, 1, stride, name=f"{name}_0_conv")
+        shortcut = _conv(x, filters, 1, stride, name=f"{name}_0_conv", symmetric=symmetric_padding)
         shortcut = _bn(shortcut, name=f"{name}_0_bn", momentum=bn_momentum)
-    x = _conv(x, filters, 3, stride, name=f"{name}_1_conv")
+    x = _conv(x, filters, 3, stride, name=f"{name}_1_conv", symmetric=symmetric_padding)
     x = _bn_relu(x, name=f"{name}_1", momentum=bn_momentum)
     x = _conv(x, filters, 3, 1, name=f"{name}_2_conv")
     x = _bn(x, name=f"{name}_2_bn", momentum=bn_momentum)
@@ -151,7 +158,7 @@ def basic_block(x, filters, stride, name, gsop=False, bn_momentum=BN_MOMENTUM):
     return layers.ReLU(name=f"{name}_out")(x)
 
 
-def preact_wide_block(x, filters, stride, name, gsop=False, bn_momentum=BN_MOMENTUM):
+def preact_wide_block(x, filters, stride, name, gsop=False, bn_momentum=BN_MOMENTUM, symmetric_padding=False):
     """Pre-activation wide basic block: BN-ReLU-conv3x3-BN-ReLU-conv3x3, add.
 
     Where the shape changes the shortcut is a 1x1 convolution of the
@@ -160,8 +167,8 @@ def preact_wide_block(x, filters, stride, name, gsop=False, bn_momentum=BN_MOMEN
     preact = _bn_relu(x, name=f"{name}_0", momentum=bn_momentum)
     shortcut = x
     if stride != 1 or x.shape[-1] != filters:
-        shortcut = _conv(preact, filters, 1, stride, name=f"{name}_0_conv")
-    x = _conv(preact, filters, 3, stride, name=f"{name}_1_conv")
+        shortcut = _conv(preact, filters, 1, stride, name=f"{name}_0_conv", symmetric=symmetric_padding)
+    x = _conv(preact, filters, 3, stride, name=f"{name}_1_conv", symmetric=symmetric_padding)
     x = _bn_relu(x, name=f"{name}_1", momentum=bn_momentum)
     x = _conv(x, filters, 3, 1, name=f"{name}_2_conv")
     if gsop:
@@ -169,13 +176,18 @@ def preact_wide_block(x, filters, stride, name, gsop=False, bn_momentum=BN_MOMEN
     return layers.Add(name=f"{name}_add")([shortcut, x])
 
 
-def _conv(x, filters, kernel_size, stride, name):
+def _conv(x, filters, kernel_size, stride, name, use_bias=False, symmetric=False):
+    """A convolution padded "same"; `symmetric`: a strided one pads (k - 1) / 2 on every side (MatConvNet)."""
+    padding = "same"
+    if symmetric and stride != 1 and kernel_size > 1:
+        x = layers.ZeroPadding2D((kernel_size - 1) // 2, name=f"{name}_pad")(x)
+        padding = "valid"
     return layers.Conv2D(
         filters,
         kernel_size,
         strides=stride,
-        padding="same",
-        use_bias=False,
+        padding=padding,
+        use_bias=use_bias,
         kernel_initializer="he_normal",
         name=name,
     )(x)

@@ -44,6 +44,8 @@ def build_model(
     sop_channels=None,
     gsop_stages=None,
     gaussian_pooling=None,
+    conv1_bias=None,
+    symmetric_padding=None,
     gate_input_norm=None,
     gate_init=None,
     representation_gamma=None,
@@ -98,6 +100,11 @@ def build_model(
             small-image backbones: GSoP blocks in the last block of these
             stages (1-4), and Gaussian pooling in place of strided blocks
             (see `build_backbone`). Default: none.
+        conv1_bias, symmetric_padding: the official MatConvNet models' stem
+            convolution with a bias, and their strided 3x3 convolutions
+            padded by 1 on every side (Keras' `"same"` pads 0 before and 1
+            after); for converted weights (`gmsop_keras.convert_matconvnet`).
+            Default: `False`.
         gate_input_norm: standardise the gate's input (default `True`;
             `False`: the official code). See `GatedMixture`.
         gate_init: `"random"` (default) or `"constant"` (the official code's
@@ -165,6 +172,7 @@ def _small_image_parts(backbone, head_spec, input_shape, options):
     trunk = build_backbone(
         backbone, input_shape=input_shape, last_stride=last_stride, gsop_stages=options["gsop_stages"] or (),
         gaussian_pooling=bool(options["gaussian_pooling"]), bn_momentum=bn_momentum,
+        conv1_bias=bool(options["conv1_bias"]), symmetric_padding=bool(options["symmetric_padding"]),
     )
     # The head's options: every model option but the backbone's (resolved above, as is the dropout).
     head_options = {option.name: options[option.name] for option in MODEL_OPTIONS

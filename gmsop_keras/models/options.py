@@ -146,6 +146,10 @@ MODEL_OPTIONS = (
     Option("gsop_stages", "ints", None, "GSoP blocks in the last block of these stages (1-4)", low=1, high=4,
            trait="small_backbone"),
     Option("gaussian_pooling", "bool", False, "Gaussian pooling in place of strided blocks", trait="small_backbone"),
+    Option("conv1_bias", "bool", False, "the stem convolution has a bias (the official MatConvNet models)",
+           trait="small_backbone"),
+    Option("symmetric_padding", "bool", False, "strided 3x3 convolutions pad 1 on every side, as MatConvNet "
+           "(Keras' 'same' pads 0 before, 1 after)", trait="small_backbone"),
     Option("gate_input_norm", "bool", True, "standardise the gate's input (BatchNorm without scale/offset, "
            "/ sqrt(D))", trait="gated"),
     Option("gate_init", "str", "random", "gate kernels: random (centred) or constant 1/d with random tie-break "

@@ -26,7 +26,8 @@ def test_every_option_has_a_trait_and_a_value_check():
     # build_model's default passes the option's own check (None: chosen per model).
     assert all(option.default is None or option.problem(option.default) is None for option in MODEL_OPTIONS)
     assert applicable_options("resnet50-imagenet", "gap") == []
-    assert applicable_options("resnet18", "gap") == ["last_stride", "gsop_stages", "gaussian_pooling", "bn_momentum"]
+    assert applicable_options("resnet18", "gap") == ["last_stride", "gsop_stages", "gaussian_pooling", "conv1_bias",
+                                                     "symmetric_padding", "bn_momentum"]
     assert "sop_baseline_bn" in applicable_options("resnet18", "sr-sop")
     assert "dropout" not in applicable_options("resnet18", "sr-sop", sop_baseline_bn=False)
     assert model_traits("wrn-36-2", "gm-gap-16-8") == {"small_backbone", "classifier_bn", "gated", "dispatched"}
