@@ -121,3 +121,23 @@ def test_seed_family_options_train_through_build_model():
     assert np.isfinite(model.train_on_batch(images, np.arange(4) % 3))
     with pytest.raises(ValueError, match="gsop_stages"):
         build_backbone("resnet18", gsop_stages=(5,))
+
+
+def test_symmetric_padding_and_conv1_bias_are_matconvnets_and_off_by_default():
+    plain = build_backbone("resnet18", input_shape=(16, 16, 3))
+    assert not plain.get_layer("conv1_conv").use_bias
+    assert not any(isinstance(layer, keras.layers.ZeroPadding2D) for layer in plain.layers)
+    trunk = build_backbone("resnet18", input_shape=(16, 16, 3), conv1_bias=True, symmetric_padding=True)
+    assert trunk.get_layer("conv1_conv").use_bias
+    assert trunk.count_params() == BACKBONE_PARAMS["resnet18"] + 16  # the stem's bias, nothing else
+    # Only the strided 3x3 convolutions are padded apart: [pad, stride] of vl_nnconv, 1 on every side.
+    assert sorted(layer.name for layer in trunk.layers if isinstance(layer, keras.layers.ZeroPadding2D)) == [
+        f"conv{stage}_block1_1_conv_pad" for stage in (3, 4, 5)]
+    layer = trunk.get_layer("conv3_block1_1_conv")
+    sub = keras.Model(trunk.get_layer("conv2_block2_out").output, layer.output)
+    x = np.random.default_rng(0).normal(size=(1, 16, 16, 16))
+    kernel = np.asarray(layer.kernel, dtype=np.float64)
+    padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))  # windows start at -1, 1, 3, ... (Keras "same": 0, 2, ...)
+    windows = np.lib.stride_tricks.sliding_window_view(padded, (3, 3), axis=(1, 2))[:, ::2, ::2]
+    expected = np.einsum("bhwcij,ijck->bhwk", windows, kernel)
+    np.testing.assert_allclose(np.asarray(sub(x.astype("float32"))), expected, rtol=1e-4, atol=1e-4)
