@@ -85,8 +85,10 @@ def main(argv=None):
 
 
 def _image_size(meta):
-    size = (meta.get("normalization") or {}).get("imageSize") if isinstance(meta.get("normalization"), dict) else None
-    values = np.ravel(size) if size is not None else ()
+    """The side of the training images, `meta.normalization.imageSize(1)` (64 where the file lacks it)."""
+    normalization = meta.get("normalization")
+    size = normalization.get("imageSize") if isinstance(normalization, dict) else None
+    values = np.ravel(np.asarray(size, dtype=np.float64)) if size is not None else ()
     return int(values[0]) if len(values) else DEFAULT_IMAGE_SIZE
 
 

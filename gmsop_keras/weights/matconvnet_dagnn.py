@@ -15,6 +15,7 @@ import dataclasses
 import zipfile
 
 import numpy as np
+import scipy.io
 
 from gmsop_keras.training.errors import UsageError
 from pipelines import storage
@@ -58,8 +59,6 @@ class Expected:
 
 def read_dagnn(path):
     """The DagNN saved as `net` in a `.mat` file; raises `UsageError` (one line) for anything else."""
-    import scipy.io  # noqa: PLC0415  (SciPy only for this; `import gmsop_keras.weights` stays light)
-
     if not storage.isfile(path):
         raise UsageError(f"model file not found: {path}")
     try:
@@ -225,10 +224,9 @@ def _strings(value):
 
 
 def _record(value):
-    """A MATLAB structure as a dict of its fields (nested structures as dicts)."""
+    """A MATLAB structure as a dict of its fields (nested structures as dicts); anything else: {}."""
     value = _unwrap(value)
-    names = getattr(getattr(value, "dtype", None), "names", None)
-    if not names:
+    if getattr(getattr(value, "dtype", None), "names", None) is None:
         return {}
-    return {name: (_record(value[name]) if getattr(_unwrap(value[name]), "dtype", None) is not None
-                   and _unwrap(value[name]).dtype.names else value[name]) for name in names}
+    fields = {name: _unwrap(value[name]) for name in value.dtype.names}
+    return {name: _record(v) if getattr(getattr(v, "dtype", None), "names", None) else v for name, v in fields.items()}
