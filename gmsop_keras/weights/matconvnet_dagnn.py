@@ -12,7 +12,7 @@ layers differ, naming the first. SciPy and NumPy only: no Keras or TensorFlow.
 """
 
 import dataclasses
-import zipfile
+import zlib
 
 import numpy as np
 import scipy.io
@@ -21,6 +21,7 @@ from gmsop_keras.training.errors import UsageError
 from pipelines import storage
 
 # Layers that carry no computation at test time: neither required nor refused.
+LAYER_FIELDS = ("name", "type", "inputs", "outputs", "params", "block")  # dagnn.DagNN.saveobj's
 TRAINING_ONLY_TYPES = ("dagnn.Loss", "dagnn.Balance_loss", "dagnn.DropOut")
 GAP_COMPONENT_WIDTH = 512  # cnn_init_resnet_GM.m: CM_dim = 512 for 'ResNet18-GM-GAP'
 GATE_WIDTHS = (256, 128)  # gating_dim1, gating_dim2
@@ -67,26 +68,41 @@ def read_dagnn(path):
     except NotImplementedError:  # scipy: "Please use HDF reader for matlab v7.3 files"
         raise UsageError(f"{path} is a MATLAB v7.3 (HDF5) file: load it in MATLAB and save it again with "
                          "save(f, 'net', '-v7')") from None
-    except (ValueError, TypeError, OSError, zipfile.BadZipFile, scipy.io.matlab.MatReadError) as error:
-        raise UsageError(f"cannot read {path} as a MATLAB .mat file ({str(error).splitlines()[0]}): "
-                         "give the .mat file of a MatConvNet DagNN model") from None
+    except (ValueError, TypeError, OSError, zlib.error, scipy.io.matlab.MatReadError) as error:
+        cause = (str(error).splitlines() or [type(error).__name__])[0]
+        raise UsageError(f"cannot read {path} as a MATLAB .mat file ({cause}): give the .mat file of a "
+                         "MatConvNet DagNN model") from None
     if "net" not in contents:
         names = ", ".join(k for k in contents if not k.startswith("__")) or "none"
         raise UsageError(f"{path} holds no variable `net` (it holds: {names}): give the model file the official "
                          "trainer saved (save(f, 'net', 'state'))")
     net = _unwrap(contents["net"])
-    fields = net.dtype.names or ()
-    if "layers" not in fields or "params" not in fields or net["layers"].dtype.names is None:
-        raise UsageError(f"{path}: `net` is not a MatConvNet DagNN saved by saveobj (no layers and params "
-                         "structures; a SimpleNN model is not supported)")
+    not_dagnn = (f"{path}: `net` is not a MatConvNet DagNN saved by saveobj (it needs structure arrays layers "
+                 "(name, type, inputs, outputs, params, block) and params (name, value); a SimpleNN model is "
+                 "not supported)")
+    if not _has_fields(net, ("layers", "params")):
+        raise UsageError(not_dagnn)
+    if not (_has_fields(net["layers"], LAYER_FIELDS) and _has_fields(net["params"], ("name", "value"))):
+        raise UsageError(not_dagnn)
     layers = [
         DagLayer(_string(layer["name"]), _string(layer["type"]), _strings(layer["inputs"]),
                  _strings(layer["outputs"]), _strings(layer["params"]), _record(layer["block"]))
         for layer in np.ravel(net["layers"])
     ]
-    params = {_string(p["name"]): np.asarray(_unwrap(p["value"]), dtype=np.float32) for p in np.ravel(net["params"])}
-    meta = _record(net["meta"]) if "meta" in fields else {}
+    params = {}
+    for entry in np.ravel(net["params"]):
+        name = _string(entry["name"])
+        try:
+            params[name] = np.asarray(_unwrap(entry["value"]), dtype=np.float32)
+        except (ValueError, TypeError):
+            raise UsageError(f"{path}: the value of param {name!r} is not a numeric array") from None
+    meta = _record(net["meta"]) if "meta" in net.dtype.names else {}
     return DagNN(layers, params, meta)
+
+
+def _has_fields(value, names):
+    fields = getattr(getattr(value, "dtype", None), "names", None) or ()
+    return all(name in fields for name in names)
 
 
 def official_layers(backbone, head_spec, num_classes, image_size=64):
@@ -165,7 +181,10 @@ def check_architecture(dag, expected, path):
                 raise UsageError(f"{where}: param {name!r} has shape {_matlab(value.shape)}, expected "
                                  f"{_matlab(shape)}: {hint}")
         for field, value in want.block.items():
-            found = _block_value(layer.block.get(field), value)
+            try:
+                found = _block_value(layer.block.get(field), value)
+            except (ValueError, TypeError):
+                found = "unreadable"
             if found != value:
                 raise UsageError(f"{where} has {field} {found}, expected {value}: {hint}")
     known = {want.name for want in expected}

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 
+import h5py
 import numpy as np
 import pytest
 
@@ -104,10 +105,22 @@ def test_files_that_are_not_a_dagnn_mat_are_refused_in_one_line(tmp_path):
     import scipy.io
 
     scipy.io.savemat(other, {"weights": np.ones((2, 2))})
+    simplenn = tmp_path / "simplenn.mat"  # vl_simplenn's form: net.layers a cell array of structures
+    layers = np.empty((1, 2), dtype=object)
+    layers[0, 0], layers[0, 1] = {"type": "conv", "weights": np.ones((1, 2))}, {"type": "relu"}
+    scipy.io.savemat(simplenn, {"net": {"layers": layers, "meta": {"classes": "x"}}})
+    hdf5 = tmp_path / "v73.mat"  # save(f, 'net', '-v7.3'): HDF5 behind MATLAB's 128-byte header
+    with h5py.File(hdf5, "w", userblock_size=512) as f:
+        f["net"] = np.ones(3)
+    with open(hdf5, "r+b") as f:
+        f.write(b"MATLAB 7.3 MAT-file, Platform: GLNXA64".ljust(116) + bytes(8) + b"\x00\x02IM")
     cases = [
         (tmp_path / "missing.mat", f"error: model file not found: {tmp_path / 'missing.mat'}"),
         (text, f"error: cannot read {text} as a MATLAB .mat file ("),
         (other, f"error: {other} holds no variable `net` (it holds: weights): give the model file"),
+        (hdf5, f"error: {hdf5} is a MATLAB v7.3 (HDF5) file: load it in MATLAB and save it again with "
+               "save(f, 'net', '-v7')"),
+        (simplenn, f"error: {simplenn}: `net` is not a MatConvNet DagNN saved by saveobj ("),
     ]
     for path, message in cases:
         result = run_cli("--model", "resnet18", "--head", "gm-gap-16-8", path, "--output", tmp_path / "m.keras",
