@@ -54,6 +54,8 @@ def main(argv=None):
         raise UsageError(str(error)) from None
     if not (spec.is_mixture and spec.pooling == "gap" and spec.top_k is not None):
         raise UsageError(f"--head {args.head}: only the official GM-GAP models (gm-gap-N-K) convert")
+    if args.mean is not None and not np.all(np.isfinite(args.mean)):
+        raise UsageError(f"--mean must be three finite numbers (R G B in [0, 255] units), got {args.mean}")
     dag = read_dagnn(args.model_file)
     image_size = _image_size(dag.meta)
     prediction = dag.params.get("prediction_f")
