@@ -12,7 +12,9 @@ Head kinds: `gap` (GAP, parametric GAP `gap-D`, `ave-gap-N`), `gm-gap` (gated GA
 `sop` (`sr-sop`, `psr-sop`), `gm-sop` (`gm-sop-N-K`, `ave-sop-N`). A row's head may also be
 one exact head name (`gap-8256` on Places365). `*` matches anything; the first matching row
 of the source wins, so specific rows come first. Where the official code has no row for a
-model (Places365, the averages, ResNet-50 baselines), the paper's row applies.
+dataset or backbone (Places365, every ResNet-50 model), the paper's row applies; a head the
+official code does not have takes the official row of its kind (`psr-sop` the SR-SOP
+baseline's, `ave-sop-N` GM-SOP's, `gap-D` and `ave-gap-N` GAP's).
 """
 
 import dataclasses

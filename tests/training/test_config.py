@@ -246,3 +246,21 @@ def test_a_paper_wrn_run_saved_with_the_old_dropout_is_refused(tmp_path):
     # What it was trained with, given explicitly, resumes it.
     check_model_dir(_resolve(tmp_path, "--preset", "paper", "--backbone", "wrn-36-2", "--head", "gm-sop-16-8",
                              "--dropout", "0.4"))
+
+
+def test_every_preset_resolves_for_every_small_image_model_and_dataset(tmp_path):
+    # A recipe row's value must apply to every model the row matches (the official WRN-36-2
+    # SR-SOP row's dropout once made `--preset official` refuse that model).
+    from gmsop_keras.models.names import CANONICAL_HEADS, SMALL_IMAGE_BACKBONES
+
+    refused = []
+    for preset in PRESETS:
+        for dataset in ("imagenet64", "places365", "synthetic"):
+            for backbone in SMALL_IMAGE_BACKBONES:
+                for head in CANONICAL_HEADS:
+                    try:
+                        resolve_config(["--preset", preset, "--dataset", dataset, "--backbone", backbone,
+                                        "--head", head, "--model-dir", str(tmp_path / "run")])
+                    except UsageError as error:
+                        refused.append((preset, dataset, backbone, head, str(error)[:80]))
+    assert refused == []
