@@ -10,9 +10,9 @@ import math
 import keras
 from keras import layers
 
-from gmsop_keras.models.options import DEFAULT_HEAD, MODEL_OPTIONS, check_model_options
+from gmsop_keras.models.options import DEFAULT_HEAD, MODEL_OPTIONS, check_model_options, default_dropout
 from gmsop_keras.models.backbones import BN_MOMENTUM, backbone_spec, build_backbone
-from gmsop_keras.models.heads import DEFAULT_DROPOUT, apply_head, parse_head
+from gmsop_keras.models.heads import apply_head, parse_head
 from gmsop_keras.models.imagenet_resnets import (
     IMAGENET_MODELS,
     build_imagenet_backbone,
@@ -24,8 +24,6 @@ from gmsop_keras.models.imagenet_resnets import (
 IMAGENET_MEAN = tuple(255.0 * m for m in (0.485, 0.456, 0.406))
 IMAGENET_STD = tuple(255.0 * s for s in (0.229, 0.224, 0.225))
 INPUT_NAME = "image"
-# The official code trains WRN-36-2 + GM-SOP with dropout 0.4 (cnn_init_WRN_GM.m).
-WIDE_SECOND_ORDER_DROPOUT = 0.4
 
 
 def build_model(
@@ -166,8 +164,7 @@ def _small_image_parts(backbone, head_spec, input_shape, options):
         last_stride = 1 if head_spec.second_order else 2
     dropout = options["dropout"]
     if dropout is None:
-        wide = backbone_spec(backbone)["block"] == "preact_wide"
-        dropout = WIDE_SECOND_ORDER_DROPOUT if wide and head_spec.second_order else DEFAULT_DROPOUT
+        dropout = default_dropout(backbone, head_spec.name)
     bn_momentum = BN_MOMENTUM if options["bn_momentum"] is None else options["bn_momentum"]
     trunk = build_backbone(
         backbone, input_shape=input_shape, last_stride=last_stride, gsop_stages=options["gsop_stages"] or (),

@@ -163,6 +163,11 @@ MODEL_OPTIONS = (
            high=1, high_open=True, trait="small_backbone", note="Keras' convention; official code: 0.7"),
 )
 MODEL_OPTIONS_BY_NAME = {option.name: option for option in MODEL_OPTIONS}
+# build_model's dropout where none is given: 0.2 (paper Sec. 2.3), 0.4 for second-order heads on
+# WRN-36-2 (the official WRN GM-SOP's, examples/GM/cnn_init_WRN_GM.m:325).
+DEFAULT_DROPOUT = 0.2
+WIDE_SECOND_ORDER_DROPOUT = 0.4
+WIDE_BACKBONES = ("wrn-36-2",)
 # Derived view: the trait each option needs.
 OPTION_TRAITS = {option.name: option.trait for option in MODEL_OPTIONS}
 
@@ -188,6 +193,22 @@ def model_traits(backbone, head, sop_baseline_bn=True):
     if pooled and not (baseline and sop_baseline_bn is False):
         traits.add("classifier_bn")
     return frozenset(traits)
+
+
+def default_dropout(backbone, head):
+    """The dropout `build_model` gives `backbone` + `head` (a name) when `dropout` is None."""
+    wide = backbone in WIDE_BACKBONES and parse_head(head).second_order
+    return WIDE_SECOND_ORDER_DROPOUT if wide else DEFAULT_DROPOUT
+
+
+def effective_value(name, value, backbone, head):
+    """What an unset (None) model option means for this model (`build_model`'s default), so a
+    config.yaml that left it unset compares equal with one that sets that value."""
+    if value is not None or name not in MODEL_OPTIONS_BY_NAME:
+        return value
+    if name == "dropout" and backbone in SMALL_IMAGE_BACKBONES and "classifier_bn" in model_traits(backbone, head):
+        return default_dropout(backbone, head)
+    return MODEL_OPTIONS_BY_NAME[name].model_default
 
 
 def check_model_options(backbone, head, options):

@@ -4,7 +4,8 @@ The resolved configuration is written to the model directory once the inputs che
 re-running in the same directory with a different configuration (a different preset
 included) is refused, since it would resume a model that is not the one asked for. A
 config.yaml written before an option existed lacks its key; the run did what the option's
-default (or the default preset's value) does, so that value resumes it. Nothing here
+default (or the default preset's value) does, so that value resumes it; likewise an option a
+config.yaml left unset means build_model's default for its model. Nothing here
 imports Keras or TensorFlow.
 """
 
@@ -12,6 +13,7 @@ import json
 
 import yaml
 
+from gmsop_keras.models.options import effective_value
 from gmsop_keras.models.presets import PRESETS
 from gmsop_keras.training.errors import UsageError
 from gmsop_keras.training.options import BY_NAME, RESUMABLE_KEYS
@@ -35,7 +37,7 @@ def check_model_dir(config):
         return
     differences = sorted(
         (k for k in set(saved) | set(config)
-         if k not in RESUMABLE_KEYS and normal(saved.get(k)) != normal(config.get(k))
+         if k not in RESUMABLE_KEYS and _meaning(k, saved) != _meaning(k, config)
          and not (k not in saved and _as_before_option_existed(k, config.get(k)))),
         key=lambda k: (k != "preset", k),  # a different preset explains the rest
     )
@@ -45,6 +47,18 @@ def check_model_dir(config):
             f"model dir {config['model_dir']} holds a run with a different configuration ({shown}); "
             "use another --model-dir, or repeat the original settings to resume it"
         )
+
+
+def _meaning(key, config):
+    """A configuration's value of `key`, an unset model option as build_model's default for the
+    model (a run saved with `noise` unset and one with `noise: per_sample` trained the same)."""
+    value = config.get(key)
+    if value is None and config.get("backbone") and config.get("head"):
+        try:
+            value = effective_value(key, value, config["backbone"], config["head"])
+        except ValueError:  # a head name this version does not parse: compared as written
+            pass
+    return normal(value)
 
 
 def _as_before_option_existed(key, value):

@@ -68,3 +68,56 @@ def test_the_sr_sop_baseline_built_from_the_preset(tmp_path, preset):
     assert ("representation_bn" in names) == (preset == "default")
     assert model.get_layer("sr_sop").num_iterations == iterations
     assert _batch_norm_momenta(model) == {momentum}
+
+
+def _resolved_model(tmp_path, preset, backbone, head, dataset="imagenet64"):
+    config = resolve_config(["--preset", preset, "--backbone", backbone, "--head", head, "--dataset", dataset,
+                             "--model-dir", str(tmp_path / preset)])
+    return config, build_and_compile(config, **SMALL)
+
+
+def _dropout_rates(model):
+    return [layer.rate for layer in model._flatten_layers() if isinstance(layer, keras.layers.Dropout)]
+
+
+@pytest.mark.parametrize("preset, rate", [("paper", 0.2), ("official", 0.4), ("default", 0.4)])
+def test_wrn_gm_sop_dropout_follows_the_presets_source(tmp_path, preset, rate):
+    # paper Sec. 2.3: "with drop rate of 0.2 after final representation", WRN-36-2 included;
+    # official cnn_init_WRN_GM.m:325 "drop_rate = 0.4;" for the second-order mixture.
+    config, model = _resolved_model(tmp_path, preset, "wrn-36-2", "gm-sop-4-2")
+    assert config["dropout"] == (None if preset == "default" else rate)
+    assert _dropout_rates(model) == [pytest.approx(rate)]
+
+
+def test_official_wrn_sr_sop_baseline_has_no_dropout(tmp_path):
+    # cnn_init_WRN_baseline.m:8 "opts.dropout = false;": nothing between SR-SOP and the classifier.
+    config, model = _resolved_model(tmp_path, "official", "wrn-36-2", "sr-sop")
+    assert config["dropout"] is None and config["batch_size"] == 150 and config["stages"] == [10, 10, 10]
+    assert _dropout_rates(model) == []
+    assert "representation_bn" not in {layer.name for layer in model.layers}
+
+
+def test_official_gate_noise_is_one_gamma_per_image_shared_by_the_components():
+    # H_x.m:31 "gamma_ = random('Normal',0,1,1,bs);%normal distribution for each img", broadcast
+    # over the components (line 39). With the official constant kernels every component's logit is
+    # the same before the noise; one gamma per image keeps them equal, so each image's K selected
+    # components share its weight evenly (one gamma per component would not).
+    config = resolve_config(["--preset", "official", "--head", "gm-gap-4-2"])
+    assert config["noise"] == "per_sample"
+    model = build_and_compile(config, **SMALL)
+    gate = model.get_layer("mixture").gate
+    features = np.random.default_rng(0).uniform(0.5, 2.0, size=(16, gate.gate_kernel.shape[0])).astype("float32")
+    weights = np.array(gate(features, training=True))
+    np.testing.assert_allclose(np.sort(weights, axis=1)[:, -2:], 0.5, rtol=1e-6)
+    assert np.all(np.sum(weights > 0, axis=1) == 2)
+    per_component = np.array(type(gate).from_config({**gate.get_config(), "noise": "per_component"})(
+        features, training=True))
+    assert not np.allclose(np.sort(per_component, axis=1)[:, -2:], 0.5)
+
+
+def test_official_square_roots_run_three_iterations():
+    # iterNum 3 in every Cov_Sqrtm of the official scripts (cnn_init_resnet_GM.m:178 the gate's,
+    # :255 the components', cnn_init_resnet_baseline.m:147, cnn_init_WRN_GM.m:182 and :259).
+    config = resolve_config(["--preset", "official", "--head", "gm-sop-4-2"])
+    mixture = build_and_compile(config, **SMALL).get_layer("mixture")
+    assert config["num_iterations"] == 3 and mixture.num_iterations == 3

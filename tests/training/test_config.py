@@ -30,7 +30,7 @@ def _resolve(tmp_path, *flags):
         ("paper", dict(weight_decay=5e-4, weight_decay_mode="coupled", decay_norms_and_biases=True,
                        num_iterations=5, gate_input_norm=False, gate_init="constant", representation_gamma=1.0,
                        bn_momentum=0.7),
-         dict(gate_input_norm=False, gate_init="constant", representation_gamma=1.0, bn_momentum=0.7)),
+         dict(gate_input_norm=False, gate_init="constant", representation_gamma=1.0, bn_momentum=0.7, dropout=0.2)),
         ("official", dict(weight_decay=1e-4, weight_decay_mode="coupled", decay_norms_and_biases=True,
                           num_iterations=3, gate_input_norm=False, gate_init="constant", representation_gamma=1.0,
                           bn_momentum=0.7),
@@ -221,3 +221,46 @@ def test_a_run_from_before_the_new_options_resumes_with_their_defaults(tmp_path)
 
 NEW_OPTIONS = ("preset", "weight_decay_mode", "decay_norms_and_biases", "gate_input_norm", "gate_init",
                "representation_gamma", "sop_baseline_bn", "bn_momentum", "augment")
+
+
+@pytest.mark.parametrize("preset, backbone, head, saved_unset", [
+    ("paper", "resnet18", "gm-sop-16-8", ("noise", "dropout")),  # build_model's 0.2 and per_sample then and now
+    ("official", "resnet18", "gm-gap-16-8", ("noise",)),
+    ("default", "wrn-36-2", "gm-sop-16-8", ("noise",)),
+])
+def test_a_run_saved_before_the_preset_set_noise_and_dropout_resumes(tmp_path, preset, backbone, head, saved_unset):
+    # Runs saved while the presets left `noise` (and the paper preset `dropout`) unset got build_model's
+    # defaults, which are the values the presets now set: the same model, so they resume.
+    config = _resolve(tmp_path, "--preset", preset, "--backbone", backbone, "--head", head)
+    write_config({k: (None if k in saved_unset else v) for k, v in config.items()})
+    check_model_dir(config)
+
+
+def test_a_paper_wrn_run_saved_with_the_old_dropout_is_refused(tmp_path):
+    # The paper preset's WRN-36-2 GM-SOP used build_model's 0.4 and now sets the paper's 0.2: a new model.
+    config = _resolve(tmp_path, "--preset", "paper", "--backbone", "wrn-36-2", "--head", "gm-sop-16-8")
+    assert config["dropout"] == 0.2
+    write_config({**config, "dropout": None})
+    with pytest.raises(UsageError, match=r"dropout: None there, 0\.2 now"):
+        check_model_dir(config)
+    # What it was trained with, given explicitly, resumes it.
+    check_model_dir(_resolve(tmp_path, "--preset", "paper", "--backbone", "wrn-36-2", "--head", "gm-sop-16-8",
+                             "--dropout", "0.4"))
+
+
+def test_every_preset_resolves_for_every_small_image_model_and_dataset(tmp_path):
+    # A recipe row's value must apply to every model the row matches (the official WRN-36-2
+    # SR-SOP row's dropout once made `--preset official` refuse that model).
+    from gmsop_keras.models.names import CANONICAL_HEADS, SMALL_IMAGE_BACKBONES
+
+    refused = []
+    for preset in PRESETS:
+        for dataset in ("imagenet64", "places365", "synthetic"):
+            for backbone in SMALL_IMAGE_BACKBONES:
+                for head in CANONICAL_HEADS:
+                    try:
+                        resolve_config(["--preset", preset, "--dataset", dataset, "--backbone", backbone,
+                                        "--head", head, "--model-dir", str(tmp_path / "run")])
+                    except UsageError as error:
+                        refused.append((preset, dataset, backbone, head, str(error)[:80]))
+    assert refused == []
