@@ -2,6 +2,7 @@
 sources themselves are at hand (the official repository's git directory, the paper's text), each
 citation is checked against them: the cited line holds the quoted code, the paper the quoted words."""
 
+import glob
 import os
 import re
 import subprocess
@@ -18,7 +19,9 @@ OFFICIAL = re.compile(r'^official (?P<path>(examples|matlab)/[\w+/.-]+\.m):(?P<l
 LIBRARY = re.compile(r"^library choice \((measured|unmeasured): .+\)$")
 # The sources, where this checkout's machine has them (otherwise those checks skip, saying so).
 OFFICIAL_REPO = os.environ.get("GMSOP_OFFICIAL_REPO", "/work/.mirror/ZilinGao+GM-SOP/repo")
-PAPER_TEXT = os.environ.get("GMSOP_PAPER_TEXT", "/work/shared/seeds/002_480785cfdcbda7d7.txt")
+# The paper's text lies in the shared folder beside a checkout (../shared/seeds/002_*.txt).
+PAPER_TEXT = os.environ.get("GMSOP_PAPER_TEXT") or next(
+    iter(sorted(glob.glob(os.path.join(ROOT, os.pardir, "shared", "seeds", "002_*.txt")))), "")
 
 
 def _preset_citations():
