@@ -88,8 +88,9 @@ def test_the_readme_installs_and_tests_as_ci_does_and_says_where_the_synthetic_s
     with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
         readme = f.read()
     with open(os.path.join(ROOT, ".ci", "run"), encoding="utf-8") as f:
-        ci = [line.strip() for line in f if line.strip() and not line.startswith("#")]
-    install, test = _code_blocks(readme, "## Set up")[0], _code_blocks(readme, "## Set up")[2]
+        ci = [line.split("#")[0].strip() for line in f if line.split("#")[0].strip()]
+    blocks = _code_blocks(readme, "## Set up")
+    install, test = blocks[0], blocks[-1]  # the first block installs, the last runs the tests
     readme_pip = [step.split("pip install ", 1)[1].split() for step in install[0].split(" && ") if "pip install" in step]
     ci_pip = [[a for a in line.split("pip install ", 1)[1].split() if a != "--quiet"]
               for line in ci if "pip install" in line and "--upgrade pip" not in line]
