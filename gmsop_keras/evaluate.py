@@ -3,6 +3,10 @@
     python -m gmsop_keras.evaluate runs/imagenet64-resnet18-gm-sop-16-8/best.keras \\
         --dataset imagenet64 --data-dir data/imagenet64 --split validation
     python -m gmsop_keras.evaluate MODEL --data-dir data/places365 --ten-crop
+    python -m gmsop_keras.evaluate runs/synthetic-resnet18-gm-sop-16-8
+
+Without `--data-dir` the model is evaluated on the dataset its run was trained on: the one named in
+the `config.yaml` of its model dir (said in one line on stderr).
 
 Prints one JSON object: top1_error, top5_error, num_examples, crops. Evaluation is the
 paper's: the whole image (ImageNet-64) or a single centre crop (Places365); `--ten-crop`
@@ -22,7 +26,7 @@ import numpy as np
 import pipelines
 from gmsop_keras.cli.errors import add_debug_flag, run_cli
 from gmsop_keras.cli.startup import load_tensorflow
-from gmsop_keras.serving.paths import resolve_model_path
+from gmsop_keras.serving.paths import resolve_model_path, run_data_dir
 from gmsop_keras.training.errors import UsageError
 from pipelines import storage
 from pipelines.augmentations import TEST_TIME_AUGMENTATIONS
@@ -32,7 +36,8 @@ def build_parser():
     parser = argparse.ArgumentParser(prog="python -m gmsop_keras.evaluate", description=__doc__.splitlines()[0])
     parser.add_argument("model", help="a .keras file, or a model dir (its best.keras, else final.keras)")
     parser.add_argument("--dataset", default=None, help="imagenet64 | places365 | synthetic (informational)")
-    parser.add_argument("--data-dir", required=True, help="converted TFRecords (python -m pipelines.convert)")
+    parser.add_argument("--data-dir", help="converted TFRecords (python -m pipelines.convert); default: the "
+                                           "dataset named in the config.yaml of the model's run")
     parser.add_argument("--split", default="validation")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--ten-crop", action="store_true", help="10-crop evaluation (Places365)")
@@ -63,6 +68,8 @@ def main(argv=None):
         raise UsageError(f"--seed must be >= 0, got {args.seed}")
     # Paths and names first: a typo is answered before TensorFlow loads.
     path = resolve_model_path(args.model)
+    if args.data_dir is None:
+        args.data_dir = _run_data_dir(args.model, args.split)
     manifest = pipelines.read_manifest(args.data_dir)
     if args.split not in manifest["splits"]:
         raise UsageError(f"{args.data_dir} has no split '{args.split}' (it has "
@@ -70,10 +77,10 @@ def main(argv=None):
     load_tensorflow(args.debug)
     # Deferred: loading a model imports TensorFlow, which loads only after the checks above.
     from gmsop_keras.serving.loading import (  # noqa: PLC0415
-        check_model_matches_data, load_model, predict_probabilities, topk_correct)
+        check_model_matches_data, load_run_model, predict_probabilities, topk_correct)
     from pipelines.augment import prediction_pad_crops  # noqa: PLC0415
 
-    model = load_model(path)
+    model, path = load_run_model(args.model, path)
     crop = check_model_matches_data(model, manifest, path, args.data_dir)
     if args.ten_crop and crop is None:
         raise UsageError("--ten-crop needs a model whose input is smaller than the stored images (e.g. 96 of 100)")
@@ -107,6 +114,20 @@ def main(argv=None):
     if args.output:
         storage.write_text(args.output, text + "\n")
     return 0
+
+
+def _run_data_dir(model, split):
+    """The data dir named in the config.yaml of the run that `model` comes from, said on stderr."""
+    found = run_data_dir(model)
+    if found is None:
+        raise UsageError(f"no --data-dir given and {model} is not in a run directory whose config.yaml names its "
+                         "dataset; pass --data-dir with the dataset to evaluate on")
+    data_dir, config = found
+    if not storage.isdir(data_dir):
+        raise UsageError(f"the dataset of {config}, {data_dir}, does not exist (moved or deleted); pass --data-dir "
+                         "with the dataset to evaluate on")
+    print(f"evaluating on {data_dir} ({split} split, from {config})", file=sys.stderr, flush=True)
+    return data_dir
 
 
 def console_main():

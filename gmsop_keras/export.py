@@ -48,9 +48,9 @@ def main(argv=None):
     load_tensorflow(args.debug)
     # Deferred: loading and exporting import TensorFlow, which loads only after the checks above.
     from gmsop_keras.serving.export import export_model  # noqa: PLC0415
-    from gmsop_keras.serving.loading import load_model  # noqa: PLC0415
+    from gmsop_keras.serving.loading import load_run_model  # noqa: PLC0415
 
-    model = load_model(path)
+    model, path = load_run_model(args.model, path)
     num_classes = int(model.output_shape[-1])
     if manifest is not None and manifest["num_classes"] != num_classes:
         source = args.data_dir or "the dataset of its config.yaml"

@@ -1,21 +1,33 @@
 """Loading a saved `.keras` model for evaluation, and what evaluation does with it."""
 
+import zipfile
+
 import keras
 import numpy as np
 
 import gmsop_keras.layers  # noqa: F401  (registers the layer classes, which loading looks up)
 import gmsop_keras.training.optimizers  # noqa: F401  (and the coupled-decay optimizer of a compiled model)
+from gmsop_keras.serving.paths import resolve_model_path
 from gmsop_keras.training.errors import UsageError
 from pipelines.dataset import default_crop_size
 
 
-def load_model(path):
-    """`keras.saving.load_model` with this package's layers registered; an unreadable file is a UsageError."""
-    try:
-        return keras.saving.load_model(path)
-    except (OSError, ValueError, TypeError) as error:
-        reason = " ".join(str(error).split())[:300]
-        raise UsageError(f"{path}: not a readable Keras model of this package ({reason})") from None
+def load_run_model(model, path=None):
+    """(Keras model, its file) for a `.keras` file or a model dir: `resolve_model_path`'s choice (`path`, when
+    the caller resolved it already), passing over a file that Keras cannot load, with a warning, to the
+    model dir's next one (best.keras, then final.keras).
+
+    Raises:
+        UsageError: no file loads, each one named with what is wrong with it.
+    """
+    damaged = {}
+    path = path or resolve_model_path(model)
+    while True:
+        try:
+            return keras.saving.load_model(path), path
+        except (OSError, ValueError, TypeError, KeyError, zipfile.BadZipFile) as error:
+            damaged[path] = "Keras cannot load it: " + " ".join(str(error).split())[:300]
+            path = resolve_model_path(model, damaged)
 
 
 def check_model_matches_data(model, manifest, model_path, data_dir):

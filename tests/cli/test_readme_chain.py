@@ -73,3 +73,34 @@ def test_the_readme_chain_in_fresh_processes(head, tmp_path):
         np.testing.assert_allclose([p["score"] for p in prediction["predictions"]], served["scores"][row],
                                    rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(np.sum(served["probabilities"], axis=1), 1.0, rtol=1e-5)
+
+
+def _code_blocks(text, heading):
+    """The ```bash blocks of the README section under `heading`, as lists of lines."""
+    section = text.split(f"\n{heading}\n", 1)[1].split("\n## ", 1)[0]
+    return [block.split("\n```", 1)[0].splitlines() for block in section.split("```bash\n")[1:]]
+
+
+def test_the_readme_installs_and_tests_as_ci_does_and_says_where_the_synthetic_set_goes():
+    from gmsop_keras.training.config import resolve
+    from gmsop_keras.training.data import synthetic_dir
+
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+        readme = f.read()
+    with open(os.path.join(ROOT, ".ci", "run"), encoding="utf-8") as f:
+        ci = [line.split("#")[0].strip() for line in f if line.split("#")[0].strip()]
+    blocks = _code_blocks(readme, "## Set up")
+    install, test = blocks[0], blocks[-1]  # the first block installs, the last runs the tests
+    readme_pip = [step.split("pip install ", 1)[1].split() for step in install[0].split(" && ") if "pip install" in step]
+    ci_pip = [[a for a in line.split("pip install ", 1)[1].split() if a != "--quiet"]
+              for line in ci if "pip install" in line and "--upgrade pip" not in line]
+    assert readme_pip == ci_pip == [["-r", "requirements.txt", "-e", "."]]  # one install, nothing beside it
+    assert test == ["python -m pytest -q"] and ci[-1] == ".venv/bin/python -m pytest -q"
+    with open(os.path.join(ROOT, "requirements.txt"), encoding="utf-8") as f:
+        pins = [line.split("#")[0].strip() for line in f if line.split("#")[0].strip()]
+    assert "torch==2.13.0" in pins  # the converter's tests run for a README user, as in CI
+
+    config = resolve({})
+    cache = synthetic_dir(config).replace(os.path.expanduser("~"), "~", 1)
+    assert f"`{cache}/`" in readme.replace("\n", "")
+    assert f"`{config['model_dir']}/`" in readme and f"evaluate {config['model_dir']} " in readme

@@ -48,6 +48,7 @@ def test_a_users_script_gets_the_layers_registered_by_the_import(tmp_path):
     (["-m", "gmsop_keras.evaluate", "no/such/model", "--data-dir", "no/such/data"], "error: model no/such/model not found"),
     (["-m", "gmsop_keras.export", "no/such/model"], "error: model no/such/model not found"),
     (["-m", "gmsop_keras.predict", "no/such/export", "x.png", "--batch-size", "0"], "error: --batch-size"),
+    (["-m", "gmsop_keras.predict", "no/such/model", "x.png"], "error: model no/such/model not found; pass a run"),
     (["-m", "gmsop_keras.convert_torch", "x.pth", "--model", "resnet101", "--output", "m.keras"], "error: Unknown model"),
     (["-m", "gmsop_keras.convert_matconvnet", "x.mat", "--model", "resnet18", "--head", "gm-gap-16-8", "--output",
       "m.keras"], "error: model file not found: x.mat"),

@@ -107,4 +107,6 @@ def test_model_folder_means_its_newest_version(model, saved_model, tmp_path):
 
 def test_missing_saved_model_is_a_usage_error(tmp_path, image_files, capsys):
     assert run_cli(predict_main, [str(tmp_path / "nowhere"), image_files[0]]) == 2
-    assert capsys.readouterr().err.startswith("error: SavedModel")
+    assert capsys.readouterr().err == (f"error: model {tmp_path / 'nowhere'} not found; pass a run directory or "
+                                       ".keras file of python -m gmsop_keras.fit, or an export of python -m "
+                                       "gmsop_keras.export\n")
