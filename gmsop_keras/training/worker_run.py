@@ -39,7 +39,8 @@ class WorkerRun(RunDirectory):
 
     def save_checkpoint(self, model, epoch):
         storage.makedirs(self.path)
-        model.save_weights(self.file(self._SCRATCH_WEIGHTS), overwrite=True)
+        with storage.written_aside(self.file(self._SCRATCH_WEIGHTS), suffix=".weights.h5") as temp:
+            model.save_weights(temp, overwrite=True)
         self.discard(self._SCRATCH_WEIGHTS)
 
     def restore(self, model):
