@@ -43,15 +43,9 @@ def run_cli(main, argv=None, interrupted="interrupted", output_flag=None):
             raise
         if debug:
             traceback.print_exc()
-        print(f"error: {message}", file=sys.stderr, flush=True)
-        quiet_exit()
+        print(f"error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(interrupted, file=sys.stderr)
         return 130
 
-
-def quiet_exit():
-    """After the one error line: objects freed on the way out may report the same failure again
-    (h5py's file handles repeat a full disk while being freed), which would print as a traceback."""
-    sys.unraisablehook = lambda unraisable: None

@@ -100,8 +100,7 @@ class RunDirectory:
     def save_checkpoint(self, model, epoch):
         """Weights and optimizer state after `epoch` finished epochs; the marker last."""
         storage.makedirs(self.backup_dir)
-        with storage.written_aside(self._weights(epoch), suffix=".weights.h5") as temp:
-            model.save_weights(temp, overwrite=True)
+        save_weights(model, self._weights(epoch))
         _write_json(self._marker(epoch), {"epoch": epoch, "time": _now()})
         for older in self.checkpoints()[2:]:
             self._remove_checkpoint(older)
@@ -200,6 +199,32 @@ def save_model(model, path):
         storage.remove(path, missing_ok=True)  # TensorFlow's ram:// would append to the old file
     with storage.written_aside(path, suffix=".keras") as temp:  # Keras insists on the suffix
         model.save(temp)
+
+
+def save_weights(model, path):
+    """Saves a `.weights.h5` file (weights and optimizer state) whole or not at all.
+
+    Locally it is built in memory and written through `storage.write_bytes` (aside, renamed): HDF5
+    writing straight to a full disk prints its own tracebacks while freeing the file and crashes the
+    process at exit; a Python write fails with one `OSError` naming `path`. Keras takes an
+    `io.BytesIO` whose `str` ends in `.weights.h5` (Keras 3.15, `saving_lib.H5IOStore`). On a URL
+    Keras writes it in place, completed by the marker the caller writes after it.
+    """
+    if storage.is_url(path):
+        model.save_weights(path, overwrite=True)
+        return
+    buffer = _NamedBuffer(path)
+    model.save_weights(buffer, overwrite=True)
+    storage.write_bytes(path, buffer.getvalue())
+
+
+class _NamedBuffer(io.BytesIO):
+    def __init__(self, name):
+        super().__init__()
+        self.name = name
+
+    def __str__(self):
+        return self.name
 
 
 def _write_json(path, value):

@@ -96,9 +96,9 @@ def test_a_real_small_disk_filling_during_a_save(tiny_synthetic, tmp_path):
         result = fit(tiny_synthetic, model_dir, 2)
         assert result.returncode == 2, result.stderr[-3000:]
         assert "Traceback" not in result.stderr
-        line = result.stderr.strip().splitlines()[-1]
-        assert re.fullmatch(re.escape(f"error: cannot write {model_dir}/") + r"[\w./-]+" + re.escape(
-            ": No space left on device; free space on that disk, or choose another --model-dir"), line), line
+        assert result.stderr.strip().splitlines()[-1] == (
+            f"error: cannot write {model_dir}/backup/epoch-00002.weights.h5: No space left on device; free space "
+            "on that disk, or choose another --model-dir")
         assert hidden_files(model_dir) == []
         import keras
 
