@@ -57,3 +57,13 @@ def test_a_real_full_disk_keeps_the_old_file_and_leaves_nothing_beside_it(tmp_pa
         with pytest.raises(OSError) as raised:
             storage.append_text(os.path.join(disk, "log.csv"), "y" * 200_000)
         assert (raised.value.errno, raised.value.filename) == (errno.ENOSPC, os.path.join(disk, "log.csv"))
+
+
+def test_a_conversion_deletes_the_temporary_files_a_killed_run_left(tmp_path):
+    from pipelines.resume import PLAN_NAME, resume_state
+
+    left = tmp_path / ".train-00001-of-00004.tfrecord.tmp-999999"
+    left.write_bytes(b"half a shard")
+    (tmp_path / "notes.txt").write_text("the user's")
+    assert resume_state(None, str(tmp_path), [], {"shards": []}, False) == {}
+    assert sorted(os.listdir(tmp_path)) == [PLAN_NAME, "notes.txt"]

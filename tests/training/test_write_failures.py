@@ -142,3 +142,15 @@ def test_a_read_only_model_dir_for_real(tiny_synthetic, tmp_path):
     finally:
         for folder in (existing, parent):
             folder.chmod(0o755)
+
+
+def test_taking_the_lock_deletes_the_temporary_files_a_killed_fit_left(tmp_path):
+    from gmsop_keras.training.run_directory import RunDirectory
+
+    (tmp_path / "backup").mkdir()
+    left = [tmp_path / ".best.keras.tmp-999999.keras", tmp_path / "backup" / ".epoch-00002.weights.h5.tmp-999999"]
+    kept = [tmp_path / "best.keras", tmp_path / ".notes", tmp_path / "backup" / "epoch-00001.json"]
+    for path in left + kept:
+        path.write_bytes(b"x")
+    with RunDirectory(str(tmp_path)).lock():
+        assert [path.exists() for path in left + kept] == [False, False, True, True, True]
