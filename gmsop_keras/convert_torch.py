@@ -15,7 +15,6 @@ Reading `.pth` files needs PyTorch (`pip install torch==2.13.0`, or any `pip ins
 """
 
 import argparse
-import os
 import sys
 
 from gmsop_keras.cli.errors import add_debug_flag, run_cli
@@ -70,13 +69,10 @@ def main(argv=None):
     except ValueError as error:  # CheckpointMismatchError: what is missing, unexpected, mis-shaped
         raise UsageError(str(error)) from None
     storage.makedirs(storage.dirname(args.output))
-    if storage.is_url(args.output):
-        model.save(args.output)  # one object write (Keras zips in memory): whole or absent
-    else:
-        directory = os.path.dirname(os.path.abspath(args.output))
-        partial = os.path.join(directory, f".{os.path.basename(args.output)}.partial.keras")
-        model.save(partial)
-        os.replace(partial, args.output)  # a .keras file that exists is complete
+    # Local: written aside and renamed, so a .keras file that exists is complete; a URL is one
+    # object write (Keras zips in memory): whole or absent.
+    with storage.written_aside(args.output, suffix=".keras") as temp:
+        model.save(temp)
     print(args.output)
     if args.saved_model:
         print(export_model(model, args.saved_model))
@@ -85,7 +81,7 @@ def main(argv=None):
 
 def console_main():
     """The `gmsop-convert-torch` console script."""
-    sys.exit(run_cli(main))
+    sys.exit(run_cli(main, output_flag="--output"))
 
 
 if __name__ == "__main__":

@@ -57,7 +57,8 @@ def main(argv=None):
 
 def console_main():
     """The `gmsop-fit` console script."""
-    sys.exit(run_cli(main, interrupted="interrupted: re-run the same command to resume from the last finished epoch"))
+    sys.exit(run_cli(main, interrupted="interrupted: re-run the same command to resume from the last finished epoch",
+                     output_flag="--model-dir"))
 
 
 if __name__ == "__main__":

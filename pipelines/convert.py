@@ -12,7 +12,8 @@ Writes `train-00000-of-000NN.tfrecord`, `validation-...` (about `--shard-size-mb
 between (then it is refused, naming the file). A finished one is only replaced with `--overwrite`,
 and stays whole until its replacement is complete (`pipelines.writer` describes the protocol).
 Problems with the input end the run with `error: <file>: <what is wrong>` on stderr and exit status
-2 (no `manifest.json` is written, an old one is kept). A source without a validation split is
+2 (no `manifest.json` is written, an old one is kept); so does a full disk or a read-only output
+(`error: cannot write <file>: No space left on device; ...`), leaving no partial shard behind. A source without a validation split is
 converted with a note saying so.
 
 ImageNet-64's release comes as two downloads, `Imagenet64_train` and `Imagenet64_val`: pass both
@@ -25,6 +26,7 @@ import sys
 
 from pipelines.errors import DataError
 from pipelines.manifest import has_manifest
+from pipelines.write_aside import write_failure
 
 
 def build_parser():
@@ -116,6 +118,13 @@ def main(argv=None):
                                  progress=not args.no_progress)
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a full disk, a read-only folder: the finished shards are kept
+        message = write_failure(e, "--output")
+        if message is None:
+            raise
+        print(f"error: {message}; finished shards are kept, run the same command again to resume",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: finished shards are kept; run the same command again to resume", file=sys.stderr)

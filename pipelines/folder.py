@@ -2,7 +2,8 @@
 
 A tree is `ROOT/<class>/**/<image>`; if ROOT has `train/` and `val/` (or `validation/`) folders of
 class folders, those are the splits, else everything is `train` and `validation_fraction` of each class
-(chosen by the seed) is held out. Classes are the sorted folder names of the training split.
+(chosen by the seed) is held out. Classes are the sorted folder names of the training split; a
+training class folder without images is refused, naming it (a class nothing teaches).
 
 Images are decoded with PIL, converted to RGB (grey, palette, CMYK, alpha and 16-bit images included) and
 resized to the requested size with `pipelines.resize.resize_images` (MATLAB bicubic imresize). A file
@@ -50,7 +51,8 @@ def list_class_tree(root, class_names=None):
                    if os.path.isdir(os.path.join(root, d)) and not d.startswith("."))
     if not found:
         raise DataError(f"{root}: no class folders (expected {root}/<class name>/<images>)")
-    if class_names is None:
+    root_classes = class_names is None  # the training tree: every class needs images
+    if root_classes:
         class_names = found
     unknown = sorted(set(found) - set(class_names))
     if unknown:
@@ -63,7 +65,19 @@ def list_class_tree(root, class_names=None):
                       if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith(".")]
     if not items:
         raise DataError(f"{root}: no image files ({', '.join(IMAGE_EXTENSIONS)}) in the class folders")
+    if root_classes:
+        _refuse_empty_classes(root, class_names, items)
     return class_names, items
+
+
+def _refuse_empty_classes(root, class_names, items):
+    """A training class without images cannot be learned, and would shift every report's class count."""
+    counts = np.bincount([label for _, label in items], minlength=len(class_names))
+    empty = [os.path.join(root, class_names[label]) for label in np.flatnonzero(counts == 0)]
+    if empty:
+        more = f" and {len(empty) - 5} more" if len(empty) > 5 else ""
+        raise DataError(f"{', '.join(empty[:5])}{more}: class folder{'s' if len(empty) > 1 else ''} without "
+                        f"image files ({', '.join(IMAGE_EXTENSIONS)}); add images or delete the folder")
 
 
 def image_list_source(dataset, splits, class_names, size, skip_bad, description, seed=0):

@@ -16,6 +16,7 @@ from pipelines.errors import DataError
 from pipelines.fingerprint import fingerprint_or_none
 from pipelines.manifest import MANIFEST_NAME
 from pipelines.tfrecord import TEMP_SUFFIX
+from pipelines.write_aside import is_temporary
 
 PLAN_NAME = ".convert-plan.json"
 PROGRESS_NAME = ".convert-progress.jsonl"
@@ -31,7 +32,11 @@ def resume_state(source, target, plan, plan_record, overwrite):
     """
     plan_path = storage.join(target, PLAN_NAME)
     progress_path = storage.join(target, PROGRESS_NAME)
-    own = [name for name in storage.listdir(target) if OWN_FILE.match(name)]
+    names = storage.listdir(target)
+    for name in names:  # a shard or record a killed run was writing aside (`pipelines.write_aside`)
+        if is_temporary(name):
+            storage.remove(storage.join(target, name), missing_ok=True)
+    own = [name for name in names if OWN_FILE.match(name)]
     if not storage.exists(plan_path):
         if own and not overwrite:  # not made by a run of this tool that we know of: keep it
             raise DataError(f"{target}: holds shard files ({own[0]}, ...) but no record of the "

@@ -9,7 +9,8 @@ TensorFlow loads; URLs go to `tf.io.gfile`, imported on first use. Errors come b
 Object stores have no atomic rename (on GCS a "rename" is a copy and a delete), so completion in
 this project never relies on one: a payload is written under its final name and a small marker
 (or manifest) written after it says it is complete. A single small object write is atomic on object
-stores; on local disks `write_text` still writes aside and renames, which is cheap there.
+stores; on local disks every whole-file write goes through `written_aside` (write aside, rename,
+remove the temporary file on any failure; `pipelines.write_aside`), which is cheap there.
 
 Keras' own `save`, `save_weights`, `load_model`, `load_weights` and `export` route every path with
 a scheme (`.*://`) to `tf.io.gfile` themselves (Keras 3.15, `file_utils.is_remote_path`): checked
@@ -24,6 +25,7 @@ import re
 import shutil
 
 from pipelines.startup import load_tensorflow
+from pipelines.write_aside import errno_of, naming_path, written_aside as _written_aside
 
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
@@ -46,7 +48,7 @@ def _as_os_errors(path):
     except tf.errors.NotFoundError as error:
         raise FileNotFoundError(2, error.message.split("\n")[0], str(path)) from None
     except tf.errors.OpError as error:
-        raise OSError(5, error.message.split("\n")[0], str(path)) from None
+        raise OSError(errno_of(error.message), error.message.split("\n")[0], str(path)) from None
 
 
 def join(path, *names):
@@ -112,11 +114,13 @@ def listdir(path):
 
 
 def glob(pattern):
-    """Paths matching `pattern` (`*`, `?` in the last component), sorted."""
+    """Paths matching `pattern` (`*`, `?` in the last component), sorted; as in a shell, hidden names
+    (a temporary file of `written_aside` among them) only for a pattern starting with `.`."""
     folder, name = (posixpath.split(pattern) if is_url(pattern) else os.path.split(pattern))
     if not isdir(folder):
         return []
-    return sorted(join(folder, found) for found in listdir(folder) if fnmatch.fnmatchcase(found, name))
+    return sorted(join(folder, found) for found in listdir(folder)
+                  if fnmatch.fnmatchcase(found, name) and (name.startswith(".") or not found.startswith(".")))
 
 
 def remove(path, missing_ok=False):
@@ -237,26 +241,27 @@ def write_bytes(path, data):
 
 
 def _write_whole(path, data, mode, newline=None):
+    with written_aside(path) as temp, open_file(temp, mode, newline=newline) as f:
+        f.write(data)
+
+
+@contextlib.contextmanager
+def written_aside(path, suffix=""):
+    """Yields where to write the whole file `path`: on a local disk a hidden temporary file that is
+    renamed over `path` on success and removed on any failure (`pipelines.write_aside`); on a URL
+    `path` itself, written in place, which the caller's marker written after it completes."""
     if is_url(path):
-        with open_file(path, mode) as f:
-            f.write(data)
+        yield path
         return
-    temp = f"{path}.tmp-{os.getpid()}"
-    try:
-        with open_file(temp, mode, newline=newline) as f:
-            f.write(data)
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(temp)
-        raise
+    with _written_aside(path, suffix) as temp:
+        yield temp
 
 
 def append_text(path, text):
     """Adds `text` at the end of a small text file (creating it). Local: an append. URL: the file
     is read and written again whole, since object stores cannot append."""
     if not is_url(path):
-        with open(path, "a", newline="", encoding="utf-8") as f:
+        with naming_path(path), open(path, "a", newline="", encoding="utf-8") as f:
             f.write(text)
         return
     old = read_text(path) if exists(path) else ""

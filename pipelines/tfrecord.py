@@ -12,17 +12,20 @@ Every record is one `tf.train.Example` holding a fixed-size image as raw uint8 b
 | `label`          | int64 | class index, 0-based           |
 
 Raw bytes (not PNG/JPEG) make the input pipeline a `decode_raw`, which is what lets a 2-core host feed a
-GPU; at 64x64 a record is 12.4 kB. Shards are written under their final names (`write_shard`), with
-no rename, which object stores do not have; a shard counts only once the conversion's progress
-record and then the manifest list it with its size (`pipelines.writer`), so a shard cut short is
-never taken for a whole one.
+GPU; at 64x64 a record is 12.4 kB. On a URL shards are written under their final names (`write_shard`),
+with no rename, which object stores do not have; on a local disk aside and renamed. Either way a
+shard counts only once the conversion's progress record and then the manifest list it with its
+size (`pipelines.writer`), so a shard cut short is never taken for a whole one.
 """
+
+import os
 
 import numpy as np
 import tensorflow as tf
 
 from pipelines import storage
 from pipelines.manifest import file_sha256
+from pipelines.write_aside import errno_of
 
 IMAGE_KEY = "image/raw"
 HEIGHT_KEY = "image/height"
@@ -80,8 +83,9 @@ def write_shard(path, images, labels):
     """Writes one shard under its final name and returns its manifest entry.
 
     The entry (with the size) is what makes the shard count: an interrupted write leaves a file
-    that no progress record or manifest lists, which a resumed conversion deletes. A failed write
-    deletes its partial file at once.
+    that no progress record or manifest lists, which a resumed conversion deletes. On a local disk
+    the shard is written aside and renamed (`storage.written_aside`); a failed write deletes its
+    partial file at once and raises an `OSError` naming `path` (`No space left on device`, ...).
 
     Args:
         path: final file name of the shard.
@@ -92,12 +96,17 @@ def write_shard(path, images, labels):
         `{"file", "num_examples", "bytes", "sha256"}` of the written shard.
     """
     try:
-        with tf.io.TFRecordWriter(path) as writer:
-            for image, label in zip(images, labels):
-                writer.write(encode_example(image, label))
+        with storage.written_aside(path) as temp:
+            try:
+                with tf.io.TFRecordWriter(temp) as writer:
+                    for image, label in zip(images, labels):
+                        writer.write(encode_example(image, label))
+            except tf.errors.OpError as error:  # a full disk: ResourceExhaustedError, no errno
+                code = errno_of(error.message)
+                raise OSError(code, os.strerror(code), path) from None
         checksum = file_sha256(path)
     except BaseException:
-        storage.remove(path, missing_ok=True)
+        storage.remove(path, missing_ok=True)  # on a URL, the part written in place
         raise
     return {
         "file": storage.basename(path),

@@ -4,9 +4,10 @@ Files in the output folder while a conversion runs:
 
 - `.convert-plan.json`: the shard plan and the source description. A re-run with the same plan
   resumes; a different one (other source or shard size) is refused unless `--overwrite`.
-- `train-00003-of-00016.tfrecord`: a shard, written under its final name (no rename: object stores
-  have none). It counts only once the progress file lists it with its size; a shard file that is
-  not listed (a write cut short) is deleted on resume.
+- `train-00003-of-00016.tfrecord`: a shard, written on a URL under its final name (no rename: object
+  stores have none), on a local disk aside as `.train-00003-of-00016.tfrecord.tmp-<pid>` and renamed.
+  It counts only once the progress file lists it with its size; a shard file that is not listed
+  (a write cut short) and a temporary file a killed run left are deleted on resume.
 - `.convert-progress.jsonl`: one line per finished shard (count, size, checksum, skipped inputs, and
   the fingerprints of the source files it was read from), added after the shard was written whole
   (on a URL the small file is written again whole, object stores cannot append). A resumed run

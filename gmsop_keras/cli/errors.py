@@ -5,6 +5,7 @@ import traceback
 
 from gmsop_keras.training.errors import TrainingDiverged, UsageError
 from pipelines.errors import DataError
+from pipelines.write_aside import write_failure
 
 
 def add_debug_flag(parser):
@@ -18,13 +19,15 @@ def debug_requested(argv=None):
     return "--debug" in (sys.argv[1:] if argv is None else argv)
 
 
-def run_cli(main, argv=None, interrupted="interrupted"):
+def run_cli(main, argv=None, interrupted="interrupted", output_flag=None):
     """Runs `main(argv)` and turns the project's own expected errors into one line on stderr.
 
     `UsageError` and `pipelines.DataError` (a bad flag, a missing or corrupt file) exit 2,
     `TrainingDiverged` exits 3, each as `error: ...` without a traceback; `--debug` adds the
-    traceback. Any other exception is a bug and propagates with its traceback. Ctrl-C prints
-    `interrupted` and exits 130.
+    traceback. An `OSError` saying a file cannot be written (a full disk, a read-only folder:
+    `pipelines.write_aside.write_failure`) exits 2 as `error: cannot write PATH: CAUSE; HINT`,
+    the hint naming `output_flag` (the command's output option). Any other exception is a bug
+    and propagates with its traceback. Ctrl-C prints `interrupted` and exits 130.
     """
     debug = debug_requested(argv)
     try:
@@ -34,6 +37,15 @@ def run_cli(main, argv=None, interrupted="interrupted"):
             traceback.print_exc()
         print(f"error: {error}", file=sys.stderr)
         return 3 if isinstance(error, TrainingDiverged) else 2
+    except OSError as error:
+        message = write_failure(error, output_flag)
+        if message is None:
+            raise
+        if debug:
+            traceback.print_exc()
+        print(f"error: {message}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(interrupted, file=sys.stderr)
         return 130
+

@@ -22,7 +22,10 @@ continues from the last epoch.
 
 The model directory may be a URL (`gs://...`, `file://...`; `pipelines.storage`). The small
 files (`best.json`, `metrics.json`, `config.yaml`, the CSV logs) are one object write each, which
-object stores make visible whole or not at all; on a local disk they are written aside and renamed.
+object stores make visible whole or not at all. On a local disk every file here is written aside
+under a hidden temporary name (`.best.keras.tmp-<pid>.keras`) and renamed into place, the
+temporary file removed on any failure (`pipelines.write_aside`); one a killed process left is
+deleted when the next `fit` takes the lock.
 A `.keras` payload is complete only once the file written after it exists: `best.keras` once
 `best.json` exists (on a URL, `best.json` is deleted before `best.keras` is replaced, so a kill
 in between leaves no best model, and the next finished epoch writes one), and `final.keras` once
@@ -42,6 +45,7 @@ from gmsop_keras.training.run_lock import (  # noqa: F401 (the lock's constants 
     LOCK_FILE, LOCK_REFRESH_SECONDS, LOCK_STALE_SECONDS, read_json, run_lock, write_json,
 )
 from pipelines import storage
+from pipelines.write_aside import is_temporary
 
 BACKUP_DIR = "backup"
 METRICS_FILE = "metrics.json"
@@ -68,7 +72,17 @@ class RunDirectory:
     def lock(self):
         """Holds `.lock` while training; a second `fit` on the same directory is refused (`run_lock`)."""
         with run_lock(self.path):
+            self._remove_temporaries()
             yield self
+
+    def _remove_temporaries(self):
+        """Deletes what a process killed while writing left (`written_aside`); no other writes here now."""
+        if storage.is_url(self.path):
+            return
+        for folder in (self.path, self.backup_dir):
+            for name in (os.listdir(folder) if os.path.isdir(folder) else []):
+                if is_temporary(name):
+                    storage.remove(os.path.join(folder, name), missing_ok=True)
 
     # Checkpoints.
 
@@ -86,7 +100,7 @@ class RunDirectory:
     def save_checkpoint(self, model, epoch):
         """Weights and optimizer state after `epoch` finished epochs; the marker last."""
         storage.makedirs(self.backup_dir)
-        model.save_weights(self._weights(epoch), overwrite=True)
+        save_weights(model, self._weights(epoch))
         _write_json(self._marker(epoch), {"epoch": epoch, "time": _now()})
         for older in self.checkpoints()[2:]:
             self._remove_checkpoint(older)
@@ -183,11 +197,34 @@ def save_model(model, path):
     written in place (Keras copies it up whole), completed by the marker the caller writes after it."""
     if storage.is_url(path):
         storage.remove(path, missing_ok=True)  # TensorFlow's ram:// would append to the old file
-        model.save(path)
+    with storage.written_aside(path, suffix=".keras") as temp:  # Keras insists on the suffix
+        model.save(temp)
+
+
+def save_weights(model, path):
+    """Saves a `.weights.h5` file (weights and optimizer state) whole or not at all.
+
+    Locally it is built in memory and written through `storage.write_bytes` (aside, renamed): HDF5
+    writing straight to a full disk prints its own tracebacks while freeing the file and crashes the
+    process at exit; a Python write fails with one `OSError` naming `path`. Keras takes an
+    `io.BytesIO` whose `str` ends in `.weights.h5` (Keras 3.15, `saving_lib.H5IOStore`). On a URL
+    Keras writes it in place, completed by the marker the caller writes after it.
+    """
+    if storage.is_url(path):
+        model.save_weights(path, overwrite=True)
         return
-    temp = path + ".tmp.keras"
-    model.save(temp)
-    os.replace(temp, path)
+    buffer = _NamedBuffer(path)
+    model.save_weights(buffer, overwrite=True)
+    storage.write_bytes(path, buffer.getvalue())
+
+
+class _NamedBuffer(io.BytesIO):
+    def __init__(self, name):
+        super().__init__()
+        self.name = name
+
+    def __str__(self):
+        return self.name
 
 
 def _write_json(path, value):

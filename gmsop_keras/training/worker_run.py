@@ -8,7 +8,7 @@ resumes from the chief's checkpoint, so all of them start from the same epoch.
 """
 
 from gmsop_keras.training.cluster import is_chief, task_model_dir
-from gmsop_keras.training.run_directory import BEST_MODEL, RunDirectory, save_model
+from gmsop_keras.training.run_directory import BEST_MODEL, RunDirectory, save_model, save_weights
 from pipelines import storage
 
 
@@ -39,7 +39,7 @@ class WorkerRun(RunDirectory):
 
     def save_checkpoint(self, model, epoch):
         storage.makedirs(self.path)
-        model.save_weights(self.file(self._SCRATCH_WEIGHTS), overwrite=True)
+        save_weights(model, self.file(self._SCRATCH_WEIGHTS))
         self.discard(self._SCRATCH_WEIGHTS)
 
     def restore(self, model):

@@ -139,3 +139,18 @@ def test_places365_class_folders(tmp_path):
     assert source.dataset == "places365" and source.class_names == ["airfield", "canyon"]
     assert source.image_shape == (100, 100, 3)
     assert source.splits["validation"].read(0, 2).images.shape == (2, 100, 100, 3)
+
+
+def test_empty_class_folders_are_refused_naming_them(tmp_path, run_cli):
+    rng = np.random.default_rng(0)
+    root = tmp_path / "photos"
+    save(str(root / "cat" / "a.png"), random_image(rng, (20, 20, 3)))
+    (root / "dog").mkdir()
+    (root / "eel" / "deeper").mkdir(parents=True)
+    (root / "eel" / "notes.txt").write_text("no images here")
+    result = run_cli("folder", "--source", root, "--size", "16", "--output", tmp_path / "out")
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"error: {root / 'dog'}, {root / 'eel'}: class folders without image files "
+        "(.jpg, .jpeg, .png, .bmp, .gif, .webp, .tif, .tiff, .ppm); add images or delete the folder")
+    assert not (tmp_path / "out" / "manifest.json").exists()

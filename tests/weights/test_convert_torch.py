@@ -106,3 +106,35 @@ def test_an_output_that_is_not_keras_is_refused(tmp_path):
     result = run_cli(tmp_path / "x.pth", "--model", "gsop1-resnet50", "--output", tmp_path / "model.h5")
     assert result.returncode == 2
     assert result.stderr.strip() == f"error: --output must end in .keras, got {tmp_path / 'model.h5'}"
+
+
+def _not_a_checkpoint(tmp_path, kind):
+    """A file (or folder) that `convert_torch` is given by mistake, and the one line it must print."""
+    path = tmp_path / f"{kind}.pth"
+    if kind == "empty":
+        path.write_bytes(b"")
+        return path, f"error: checkpoint {path} is empty (0 bytes): it was cut short; save or download it again"
+    if kind == "folder":
+        path.mkdir()
+        return path, f"error: checkpoint {path} is a folder; pass the .pth file in it"
+    if kind == "missing":
+        return path, f"error: checkpoint not found: {path}"
+    if kind == "text":
+        path.write_text("hello\n")
+        reason = "not a pickle"
+    else:  # the first half of a real checkpoint: a download cut short
+        torch = pytest.importorskip("torch", reason=TORCH_REASON)
+        torch.save({"fc.weight": torch.zeros(64, 64)}, tmp_path / "whole.pth")
+        path.write_bytes((tmp_path / "whole.pth").read_bytes()[:4000])
+        reason = "PytorchStreamReader failed reading zip archive: failed finding central directory"
+    return path, (f"error: cannot read {path} as a PyTorch checkpoint ({reason}): it is not one, or it is "
+                  "cut short; save or download it again")
+
+
+@pytest.mark.parametrize("kind", ["empty", "folder", "missing", "text", "truncated"])
+def test_a_file_that_is_not_a_checkpoint_is_one_line(tmp_path, kind):
+    path, expected = _not_a_checkpoint(tmp_path, kind)
+    result = run_cli(path, "--model", "resnet50-imagenet", "--output", tmp_path / "m.keras")
+    assert result.returncode == 2
+    assert result.stderr.strip() == expected
+    assert not (tmp_path / "m.keras").exists()
