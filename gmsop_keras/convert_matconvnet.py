@@ -106,7 +106,7 @@ def _average_image(meta, path):
 
 def console_main():
     """The `gmsop-convert-matconvnet` console script."""
-    sys.exit(run_cli(main))
+    sys.exit(run_cli(main, output_flag="--output"))
 
 
 if __name__ == "__main__":

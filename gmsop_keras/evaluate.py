@@ -132,7 +132,7 @@ def _run_data_dir(model, split):
 
 def console_main():
     """The `gmsop-evaluate` console script."""
-    sys.exit(run_cli(main))
+    sys.exit(run_cli(main, output_flag="--output"))
 
 
 if __name__ == "__main__":

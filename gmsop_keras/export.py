@@ -68,7 +68,7 @@ def main(argv=None):
 
 def console_main():
     """The `gmsop-export` console script."""
-    sys.exit(run_cli(main))
+    sys.exit(run_cli(main, output_flag="--output"))
 
 
 if __name__ == "__main__":

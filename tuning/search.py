@@ -213,7 +213,7 @@ def _report(study, rows, ran, md_path, plots):
 
 def console_main():
     """The `gmsop-tune` console script."""
-    sys.exit(run_cli(main))
+    sys.exit(run_cli(main, output_flag="--directory"))
 
 
 if __name__ == "__main__":

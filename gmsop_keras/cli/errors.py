@@ -1,5 +1,6 @@
 """The one `error: ...` line of every command: the wrapper the commands share, and `--debug`."""
 
+import os
 import sys
 import traceback
 
@@ -27,7 +28,8 @@ def run_cli(main, argv=None, interrupted="interrupted", output_flag=None):
     traceback. An `OSError` saying a file cannot be written (a full disk, a read-only folder:
     `pipelines.write_aside.write_failure`) exits 2 as `error: cannot write PATH: CAUSE; HINT`,
     the hint naming `output_flag` (the command's output option). Any other exception is a bug
-    and propagates with its traceback. Ctrl-C prints `interrupted` and exits 130.
+    and propagates with its traceback. A closed stdout (`| head`) ends quietly with
+    status 141, as a shell's pipeline does. Ctrl-C prints `interrupted` and exits 130.
     """
     debug = debug_requested(argv)
     try:
@@ -37,6 +39,11 @@ def run_cli(main, argv=None, interrupted="interrupted", output_flag=None):
             traceback.print_exc()
         print(f"error: {error}", file=sys.stderr)
         return 3 if isinstance(error, TrainingDiverged) else 2
+    except BrokenPipeError:
+        # The reader of stdout went away (`... | head`): not an error of this command. Point
+        # stdout at /dev/null so the interpreter's last flush does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except OSError as error:
         message = write_failure(error, output_flag)
         if message is None:
