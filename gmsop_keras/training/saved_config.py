@@ -4,8 +4,13 @@ The resolved configuration is written to the model directory once the inputs che
 re-running in the same directory with a different configuration (a different preset
 included) is refused, since it would resume a model that is not the one asked for. A
 config.yaml written before an option existed lacks its key; the run did what the option's
-default (or the default preset's value) does, so that value resumes it. Nothing here
-imports Keras or TensorFlow.
+default (or the default preset's value) does, so that value resumes it. Paths (the model
+directory, a dataset folder, the data dir) are recorded and compared in one spelling
+(`run_directory.canonical_path`): `runs/x`, `./runs/x/` and its absolute path are the same run,
+from any working directory; a relative path that an older config.yaml recorded is read against
+the working directory. config.yaml is written once the run's first epoch has finished
+(`callbacks.SaveConfig`), so a run that failed before it pins nothing. Nothing here imports Keras
+or TensorFlow.
 """
 
 import json
@@ -15,9 +20,12 @@ import yaml
 from gmsop_keras.models.presets import PRESETS
 from gmsop_keras.training.errors import UsageError
 from gmsop_keras.training.options import BY_NAME, RESUMABLE_KEYS
+from gmsop_keras.training.run_directory import canonical_path
 from pipelines import storage
 
 CONFIG_FILE = "config.yaml"
+PATH_KEYS = ("model_dir", "data_dir", "dataset")
+DATASET_NAMES = ("imagenet64", "places365", "synthetic")  # `dataset` values that are not folders
 
 
 def read_saved_config(model_dir):
@@ -35,7 +43,7 @@ def check_model_dir(config):
         return
     differences = sorted(
         (k for k in set(saved) | set(config)
-         if k not in RESUMABLE_KEYS and normal(saved.get(k)) != normal(config.get(k))
+         if k not in RESUMABLE_KEYS and _comparable(k, saved.get(k)) != _comparable(k, config.get(k))
          and not (k not in saved and _as_before_option_existed(k, config.get(k)))),
         key=lambda k: (k != "preset", k),  # a different preset explains the rest
     )
@@ -61,8 +69,17 @@ def _as_before_option_existed(key, value):
 
 
 def write_config(config):
+    """Writes config.yaml, its paths in their canonical spelling (absolute, for local ones)."""
+    recorded = {k: _comparable(k, v) if k in PATH_KEYS else v for k, v in config.items()}
     storage.makedirs(config["model_dir"])
-    storage.write_text(storage.join(config["model_dir"], CONFIG_FILE), yaml.safe_dump(normal(config), sort_keys=True))
+    storage.write_text(storage.join(config["model_dir"], CONFIG_FILE), yaml.safe_dump(normal(recorded), sort_keys=True))
+
+
+def _comparable(key, value):
+    """`value` of option `key` as compared with a saved run's: paths in their canonical spelling."""
+    if key in PATH_KEYS and isinstance(value, str) and value and not (key == "dataset" and value in DATASET_NAMES):
+        return canonical_path(value)
+    return normal(value)
 
 
 def normal(value):
