@@ -2,7 +2,7 @@
 
     model_dir/
       .lock                          held (flock) by the `fit` process training here
-      config.yaml                    the resolved configuration, written once the inputs checked out
+      config.yaml                    the resolved configuration, written once the first epoch finished
       backup/epoch-00005.weights.h5  weights and optimizer state after 5 epochs
       backup/epoch-00005.json        its completion marker, written after the weights
       best.keras, best.json          the best model so far, then its metric (written after it)
