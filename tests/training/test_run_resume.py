@@ -181,3 +181,33 @@ def test_an_invalid_manifest_is_one_line_before_training_and_pins_nothing(edit, 
         shutil.copy(os.path.join(tiny_synthetic, "manifest.json"), edited / "manifest.json")
         result = fit(edited, model_dir, 1, "--steps-per-epoch", "1", "--validation-steps", "1")
         assert result.returncode == 0, result.stderr[-3000:]
+
+
+@pytest.mark.parametrize("signal_number, code, last_line", [
+    (signal.SIGINT, 130, "interrupted: re-run the same command to resume from the last finished epoch"),
+    (signal.SIGTERM, -signal.SIGTERM, None),
+])
+def test_an_interrupted_or_terminated_run_resumes_where_it_stopped(signal_number, code, last_line, tiny_synthetic,
+                                                                   tmp_path):
+    model_dir = tmp_path / "run"
+    command = [sys.executable, "-m", "gmsop_keras.fit", "--dataset", tiny_synthetic, "--model-dir", str(model_dir),
+               "--epochs", "3", "--steps-per-epoch", "2", *TINY]
+    process = subprocess.Popen(command, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               text=True)
+    deadline = time.time() + 240
+    while not (model_dir / "backup" / "epoch-00001.json").exists():
+        assert process.poll() is None and time.time() < deadline, "the run ended before epoch 1's backup"
+        time.sleep(0.05)
+    process.send_signal(signal_number)
+    stderr = process.communicate(timeout=120)[1]
+    assert process.returncode == code, stderr[-3000:]
+    if last_line:
+        assert stderr.strip().splitlines()[-1] == last_line and "Traceback" not in stderr
+    done = max(int(name[6:11]) for name in os.listdir(model_dir / "backup") if name.endswith(".json"))
+
+    result = fit(tiny_synthetic, model_dir, 3, "--steps-per-epoch", "2")
+    assert result.returncode == 0, result.stderr[-3000:]  # the lock is free again
+    if done < 3:
+        assert f"after epoch {done} of 3" in result.stdout and f"Epoch {done + 1}/3" in result.stdout
+    assert epochs_in(model_dir) == [1, 2, 3]
+    assert json.loads((model_dir / "metrics.json").read_text())["epochs"] == 3
