@@ -15,9 +15,8 @@ under a new, epoch-numbered name and counts only once its marker exists, so a pr
 while writing leaves a weights file without a marker, which the next start ignores and removes.
 Each new checkpoint removes the ones before the previous. A resumed run restores the newest
 complete checkpoint (falling back to the previous one, with a warning naming the damaged file,
-if its weights cannot be read), drops the
-log rows of epochs after it, and takes the best metric so far from `best.json`, so that
-`best.keras` is only replaced by a strictly better epoch. A run is finished when `metrics.json`
+if its weights cannot be read), drops the log rows of epochs after it, and takes the best metric
+so far from `best.json`, so that `best.keras` is only replaced by a strictly better epoch. A run is finished when `metrics.json`
 exists and records the configured number of epochs; the backup is kept, so a larger `--epochs`
 continues from the last epoch.
 

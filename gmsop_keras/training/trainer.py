@@ -80,7 +80,7 @@ def train(config, run, data_dir, manifest, strategy, chief, devices):
     with fit_context(model, strategy, train_data):
         with strategy.scope():
             initial_epoch = run.restore(model)
-        if initial_epoch > config["epochs"]:  # preflight refuses this; a run of another process may have gone on
+        if initial_epoch > config["epochs"]:  # preflight checked before the lock; another fit may have gone on
             raise fewer_epochs_error(config, initial_epoch)
         run.trim_logs(initial_epoch)
         if initial_epoch:
