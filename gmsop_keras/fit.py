@@ -6,8 +6,8 @@
 
 The model directory receives: `config.yaml` (resolved configuration), `backup/` (resume point:
 re-running the same command after a crash continues from the last finished epoch; re-running a
-finished run says so and trains nothing; a larger `--epochs` continues it), `log.csv`,
-`tensorboard/`, `best.keras` (best validation top-1), `final.keras`, `metrics.json` (written
+finished run says so and trains nothing; a larger `--epochs` continues it, a smaller one is
+refused), `log.csv`, `tensorboard/`, `best.keras` (best validation top-1), `final.keras`, `metrics.json` (written
 last), and for gated mixtures `component_usage.csv` with a bar chart per epoch in
 `component_usage/`. Epochs are counted from 1 everywhere. `gmsop_keras.training.run_directory` describes the
 order in which these files are written and why a kill at any moment loses at most one epoch.

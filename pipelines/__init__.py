@@ -14,13 +14,13 @@ quiet TensorFlow's start-up logging before it loads.
 import importlib
 
 from pipelines.errors import DataError
-from pipelines.manifest import read_manifest, verify_manifest
+from pipelines.manifest import input_error, read_manifest, verify_manifest
 from pipelines.synthetic import ensure_synthetic, synthetic_source
 
 _LAZY = {"make_dataset": "pipelines.dataset", "decode_records": "pipelines.dataset",
          "write_dataset": "pipelines.writer"}
 
-__all__ = ["DataError", "decode_records", "ensure_synthetic", "make_dataset", "read_manifest",
+__all__ = ["DataError", "decode_records", "ensure_synthetic", "input_error", "make_dataset", "read_manifest",
            "synthetic_source", "verify_manifest", "write_dataset"]
 
 

@@ -17,7 +17,7 @@ import tensorflow as tf
 from pipelines.augment import augment_batch, center_crop
 from pipelines.augmentations import AUGMENTATIONS, DOUBLING_AUGMENTATIONS
 from pipelines.errors import DataError
-from pipelines.manifest import shard_paths, verify_manifest
+from pipelines.manifest import LABEL_OUT_OF_RANGE, shard_paths, verify_manifest
 from pipelines.tfrecord import FEATURE_SPEC, IMAGE_KEY, LABEL_KEY
 
 _AUTO_AUGMENT = {"places365": "crop_flip"}  # everything else: "flip" (the paper's ImageNet-64 recipe)
@@ -78,6 +78,7 @@ def make_dataset(data_dir, split, batch_size, training, *, shuffle_buffer=10_000
                             f"{input_context.num_input_pipelines} input pipelines; convert it again with "
                             f"--min-shards {input_context.num_input_pipelines}")
     image_shape = tuple(manifest["image_shape"])
+    num_classes = manifest["num_classes"]
     dataset_name = manifest["dataset"]
     if augment != "auto" and augment not in AUGMENTATIONS:
         raise ValueError(f"`augment` must be 'auto' or one of {AUGMENTATIONS}. Received: augment={augment!r}")
@@ -105,15 +106,15 @@ def make_dataset(data_dir, split, batch_size, training, *, shuffle_buffer=10_000
             ds = ds.map(lambda records, mirrored: (records, mirrored, generator.make_seeds(1)[:, 0]))
 
             def parse(records, mirrored, batch_seed):
-                return _parse(records, image_shape, method, batch_seed, crop, padding, mirrored)
+                return _parse(records, image_shape, num_classes, method, batch_seed, crop, padding, mirrored)
         else:
             ds = ds.map(lambda records: (records, generator.make_seeds(1)[:, 0]))
 
             def parse(records, batch_seed):
-                return _parse(records, image_shape, method, batch_seed, crop, padding)
+                return _parse(records, image_shape, num_classes, method, batch_seed, crop, padding)
     else:
         def parse(records):
-            return _parse(records, image_shape, "none", None, crop, padding)
+            return _parse(records, image_shape, num_classes, "none", None, crop, padding)
     ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
     ds = ds.prefetch(tf.data.AUTOTUNE)
     options = tf.data.Options()
@@ -130,9 +131,13 @@ def decode_records(serialized, image_shape):
     return images, tf.cast(features[LABEL_KEY], tf.int32)
 
 
-def _parse(serialized, image_shape, method, seed, crop, padding, mirrored=None):
-    """Parser: decode, then augment (training) or centre-crop (no augmentation, when `crop` is set)."""
+def _parse(serialized, image_shape, num_classes, method, seed, crop, padding, mirrored=None):
+    """Parser: decode, check the labels against the manifest's `num_classes` (`input_error` names
+    the failure), then augment (training) or centre-crop (no augmentation, when `crop` is set)."""
     images, labels = decode_records(serialized, image_shape)
+    in_range = tf.reduce_all((labels >= 0) & (labels < num_classes))
+    with tf.control_dependencies([tf.debugging.Assert(in_range, [LABEL_OUT_OF_RANGE, tf.reduce_max(labels)])]):
+        labels = tf.identity(labels)
     if method == "none":
         images = center_crop(images, crop) if crop else images
     else:

@@ -30,6 +30,7 @@ object stores make visible whole or not at all; `pipelines.storage`).
 
 import hashlib
 import json
+import re
 
 from pipelines import storage
 from pipelines.errors import DataError
@@ -87,9 +88,35 @@ def read_manifest(data_dir):
     if missing:
         raise DataError(f"{path}: not a dataset manifest (missing {', '.join(missing)})")
     shape = manifest["image_shape"]
-    if not (isinstance(shape, list) and len(shape) == 3 and shape[2] == 3 and min(shape) > 0):
+    if not (isinstance(shape, list) and len(shape) == 3 and all(_count(n) for n in shape) and shape[2] == 3):
         raise DataError(f"{path}: image_shape must be [H, W, 3]; found {shape}")
+    problem = _structure_problem(manifest)
+    if problem:
+        raise DataError(f"{path}: {problem}; the manifest was edited or damaged: restore it, or re-run the "
+                        "conversion with --overwrite")
     return manifest
+
+
+def _structure_problem(manifest):
+    """What is wrong with the classes and splits of a parsed manifest, or None."""
+    classes, names = manifest["num_classes"], manifest["class_names"]
+    if not _count(classes):
+        return f"num_classes must be a positive integer, found {classes!r}"
+    if names is not None and not (isinstance(names, list) and len(names) == classes):
+        return f"num_classes is {classes} but class_names holds {len(names) if isinstance(names, list) else names!r}"
+    if not isinstance(manifest["splits"], dict):
+        return "splits must map split names to their shards"
+    for name, split in manifest["splits"].items():
+        shards = split.get("shards") if isinstance(split, dict) else None
+        if not (isinstance(shards, list) and _count(split.get("num_examples"), 0) and all(
+                isinstance(shard, dict) and isinstance(shard.get("file"), str)
+                and _count(shard.get("num_examples"), 0) and _count(shard.get("bytes"), 0) for shard in shards)):
+            return f"split '{name}' must give num_examples and shards of file, num_examples and bytes"
+    return None
+
+
+def _count(value, low=1):
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
 
 
 def verify_manifest(data_dir, splits=None, checksums=False, manifest=None):
@@ -141,6 +168,25 @@ def _verify_shard(data_dir, shard, checksums):
     if checksums and file_sha256(path) != shard["sha256"]:
         raise DataError(f"{path}: SHA-256 differs from {MANIFEST_NAME}; the shard is corrupt, re-run the "
                         "conversion with --overwrite")
+
+
+# The message of the check `make_dataset` puts on every batch's labels, then the largest label.
+LABEL_OUT_OF_RANGE = "a record has a label outside the classes of manifest.json"
+
+
+def input_error(error, data_dir, manifest=None):
+    """The `DataError` that an error raised while reading a `make_dataset` input stands for (its
+    labels beyond the manifest's `num_classes`: a manifest edited, or of other shards), else None."""
+    text = str(getattr(error, "message", error))
+    if LABEL_OUT_OF_RANGE not in text:
+        return None
+    manifest = manifest or read_manifest(data_dir)
+    found = re.search(re.escape(LABEL_OUT_OF_RANGE) + r"\D*?(-?\d+)", text)
+    label = f"label {found[1]}" if found else "labels"
+    return DataError(f"{manifest_path(data_dir)}: the records hold {label}, but the manifest names "
+                     f"{manifest['num_classes']} classes (labels 0 to {manifest['num_classes'] - 1}); the "
+                     "manifest was edited or belongs to other shards: restore it, or convert the dataset "
+                     "again (python -m pipelines.convert ... --overwrite)")
 
 
 def shard_paths(data_dir, manifest, split):

@@ -11,6 +11,7 @@ import keras
 import numpy as np
 
 from gmsop_keras.layers import GatedMixture
+from gmsop_keras.training.saved_config import write_config
 from pipelines import storage
 
 
@@ -40,6 +41,23 @@ class Checkpoint(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if _finite_epoch(logs):
             self.run.save_checkpoint(self.model, epoch + 1)
+
+
+class SaveConfig(keras.callbacks.Callback):
+    """Writes the run's config.yaml (`saved_config.write_config`) once this process has finished an
+    epoch, before that epoch's checkpoint: a run that fails before its first epoch ends (data that
+    is not what its manifest says, a loss that diverges at once, a kill) leaves no configuration
+    that would refuse the corrected command as a different run."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        self.written = False
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not self.written and _finite_epoch(logs):
+            write_config(self.config)
+            self.written = True
 
 
 class BestModel(keras.callbacks.Callback):

@@ -19,21 +19,29 @@ def preflight(config):
 
     Raises:
         UsageError: a flag that disagrees with the model directory's saved run, or a target below
-            what a finished run already trained.
+            the epochs the run already trained (finished, or kept in a checkpoint).
         pipelines.DataError: data that is not a finished conversion.
     """
     data_dir, manifest = data.locate_data(config)
     if manifest is not None:
         data.steps_per_epoch(config, manifest, data_dir)
     check_model_dir(config)
-    finished = RunDirectory(config["model_dir"]).finished()
-    if finished is None or finished.get("epochs") is None:
-        return data_dir, manifest, None
-    if finished["epochs"] > config["epochs"]:
-        raise UsageError(f"{config['model_dir']} holds a run finished after {finished['epochs']} epochs; "
-                         f"--epochs {config['epochs']} would not train it further (raise --epochs, or use "
-                         "another --model-dir)")
-    return data_dir, manifest, finished if finished["epochs"] == config["epochs"] else None
+    run = RunDirectory(config["model_dir"])
+    finished = run.finished()
+    finished = finished if finished and finished.get("epochs") is not None else None
+    trained = max([finished["epochs"] if finished else 0] + run.checkpoints()[:1])
+    if trained > config["epochs"]:
+        raise fewer_epochs_error(config, trained)
+    return data_dir, manifest, finished if finished and finished["epochs"] == config["epochs"] else None
+
+
+def fewer_epochs_error(config, trained):
+    """The refusal of an `--epochs` below the `trained` epochs of the model directory's run: the
+    record would disagree with the weights, which already went further."""
+    model_dir, epochs = config["model_dir"], config["epochs"]
+    return UsageError(f"{model_dir} holds a run trained for {trained} epochs, more than --epochs {epochs}; "
+                      f"give --epochs {trained} or more to continue it, or another --model-dir to train "
+                      f"{epochs} epoch{'s' if epochs > 1 else ''} from the start")
 
 
 def finished_line(config, finished):

@@ -2,7 +2,7 @@
 
     model_dir/
       .lock                          held (flock) by the `fit` process training here
-      config.yaml                    the resolved configuration, written once the inputs checked out
+      config.yaml                    the resolved configuration, written once the first epoch finished
       backup/epoch-00005.weights.h5  weights and optimizer state after 5 epochs
       backup/epoch-00005.json        its completion marker, written after the weights
       best.keras, best.json          the best model so far, then its metric (written after it)
@@ -14,9 +14,9 @@ The protocol needs no atomic rename (which object stores do not have): a checkpo
 under a new, epoch-numbered name and counts only once its marker exists, so a process killed
 while writing leaves a weights file without a marker, which the next start ignores and removes.
 Each new checkpoint removes the ones before the previous. A resumed run restores the newest
-complete checkpoint (falling back to the previous one if its weights cannot be read), drops the
-log rows of epochs after it, and takes the best metric so far from `best.json`, so that
-`best.keras` is only replaced by a strictly better epoch. A run is finished when `metrics.json`
+complete checkpoint (falling back to the previous one, with a warning naming the damaged file,
+if its weights cannot be read), drops the log rows of epochs after it, and takes the best metric
+so far from `best.json`, so that `best.keras` is only replaced by a strictly better epoch. A run is finished when `metrics.json`
 exists and records the configured number of epochs; the backup is kept, so a larger `--epochs`
 continues from the last epoch.
 
@@ -39,6 +39,7 @@ import io
 import math
 import os
 import re
+import sys
 
 from gmsop_keras.training.errors import UsageError
 from gmsop_keras.training.run_lock import (  # noqa: F401 (the lock's constants stay importable from here)
@@ -125,9 +126,14 @@ class RunDirectory:
         for epoch in complete:
             try:
                 model.load_weights(self._weights(epoch))
-                return epoch
             except (OSError, ValueError) as error:
-                failures.append(f"{self._weights(epoch)}: {' '.join(str(error).split())[:200]}")
+                failures.append((self._weights(epoch), " ".join(str(error).split())[:200]))
+                continue
+            for path, cause in failures:
+                print(f"warning: backup {path} is damaged ({cause}); resuming from the backup of epoch {epoch}",
+                      file=sys.stderr, flush=True)
+            return epoch
+        failures = [f"{path}: {cause}" for path, cause in failures]
         raise UsageError(f"no checkpoint in {self.backup_dir} can be read ({'; '.join(failures)}); "
                          "delete that folder to start the run again")
 
@@ -190,6 +196,20 @@ class RunDirectory:
 
     def write_metrics(self, metrics):
         _write_json(self.file(METRICS_FILE), metrics)
+
+
+def canonical_path(path):
+    """One spelling of a local path or URL, so that two spellings of the same place compare equal:
+    a local path made absolute and normalised against the working directory (`runs/x`, `./runs/x/`
+    and `/home/me/runs/x` are one); a URL keeps its scheme and bucket and loses the repeated and
+    trailing slashes of its path (`gs://b//runs/x/` is `gs://b/runs/x`)."""
+    path = str(path)
+    if storage.is_url(path):
+        scheme, rest = path.split("://", 1)
+        bucket, _, tail = rest.partition("/")
+        tail = re.sub("/+", "/", tail).strip("/")
+        return f"{scheme}://{bucket}/{tail}" if tail else f"{scheme}://{bucket}"
+    return os.path.abspath(os.path.expanduser(path))
 
 
 def save_model(model, path):

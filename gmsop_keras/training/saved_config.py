@@ -5,8 +5,13 @@ re-running in the same directory with a different configuration (a different pre
 included) is refused, since it would resume a model that is not the one asked for. A
 config.yaml written before an option existed lacks its key; the run did what the option's
 default (or the default preset's value) does, so that value resumes it; likewise an option a
-config.yaml left unset means build_model's default for its model. Nothing here
-imports Keras or TensorFlow.
+config.yaml left unset means build_model's default for its model. Paths (the model
+directory, a dataset folder, the data dir) are recorded and compared in one spelling
+(`run_directory.canonical_path`): `runs/x`, `./runs/x/` and its absolute path are the same run,
+from any working directory; a relative path that an older config.yaml recorded is read against
+the working directory. config.yaml is written once the run's first epoch has finished
+(`callbacks.SaveConfig`), so a run that failed before it pins nothing. Nothing here imports Keras
+or TensorFlow.
 """
 
 import json
@@ -17,9 +22,12 @@ from gmsop_keras.models.options import effective_value
 from gmsop_keras.models.presets import PRESETS
 from gmsop_keras.training.errors import UsageError
 from gmsop_keras.training.options import BY_NAME, RESUMABLE_KEYS
+from gmsop_keras.training.run_directory import canonical_path
 from pipelines import storage
 
 CONFIG_FILE = "config.yaml"
+PATH_KEYS = ("model_dir", "data_dir", "dataset")
+DATASET_NAMES = ("imagenet64", "places365", "synthetic")  # `dataset` values that are not folders
 
 
 def read_saved_config(model_dir):
@@ -50,15 +58,16 @@ def check_model_dir(config):
 
 
 def _meaning(key, config):
-    """A configuration's value of `key`, an unset model option as build_model's default for the
-    model (a run saved with `noise` unset and one with `noise: per_sample` trained the same)."""
+    """A configuration's value of `key` as compared with another's: an unset model option as
+    build_model's default for the model (a run saved with `noise` unset and one with
+    `noise: per_sample` trained the same), paths in their canonical spelling."""
     value = config.get(key)
     if value is None and config.get("backbone") and config.get("head"):
         try:
             value = effective_value(key, value, config["backbone"], config["head"])
         except ValueError:  # a head name this version does not parse: compared as written
             pass
-    return normal(value)
+    return _comparable(key, value)
 
 
 def _as_before_option_existed(key, value):
@@ -75,8 +84,17 @@ def _as_before_option_existed(key, value):
 
 
 def write_config(config):
+    """Writes config.yaml, its paths in their canonical spelling (absolute, for local ones)."""
+    recorded = {k: _comparable(k, v) if k in PATH_KEYS else v for k, v in config.items()}
     storage.makedirs(config["model_dir"])
-    storage.write_text(storage.join(config["model_dir"], CONFIG_FILE), yaml.safe_dump(normal(config), sort_keys=True))
+    storage.write_text(storage.join(config["model_dir"], CONFIG_FILE), yaml.safe_dump(normal(recorded), sort_keys=True))
+
+
+def _comparable(key, value):
+    """`value` of option `key` as compared with a saved run's: paths in their canonical spelling."""
+    if key in PATH_KEYS and isinstance(value, str) and value and not (key == "dataset" and value in DATASET_NAMES):
+        return canonical_path(value)
+    return normal(value)
 
 
 def normal(value):

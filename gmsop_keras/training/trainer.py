@@ -11,16 +11,17 @@ TensorFlow with it) is imported, so that a mistake answers at once; see `gmsop_k
 import keras
 import tensorflow as tf
 
+import pipelines
+
 import gmsop_keras.layers  # noqa: F401  (registers the layers: final.keras is loaded back in finish)
 from gmsop_keras.training import data
 from gmsop_keras.training.callbacks import (BestModel, Checkpoint, ComponentCountsReader, ComponentUsage,
-                                            DivergenceGuard, EpochCSVLogger, ProgressLines)
+                                            DivergenceGuard, EpochCSVLogger, ProgressLines, SaveConfig)
 from gmsop_keras.training.cluster import check_shards, is_chief
 from gmsop_keras.training.compile import build_and_compile, evaluate_saved, keras_verbosity
-from gmsop_keras.training.saved_config import write_config
 from gmsop_keras.training.distribute import fit_context, make_strategy
 from gmsop_keras.training.errors import TrainingDiverged, UsageError
-from gmsop_keras.training.preflight import finished_line, open_run, preflight
+from gmsop_keras.training.preflight import finished_line, fewer_epochs_error, open_run, preflight
 from gmsop_keras.training.run_directory import FINAL_MODEL, save_model
 
 
@@ -76,28 +77,34 @@ def train(config, run, data_dir, manifest, strategy, chief, devices):
         model = build_and_compile(
             config, train_data.element_spec[0].shape[1:], manifest["num_classes"], steps, jit_compile,
             **data.input_statistics(manifest, data_dir))
-    if chief:
-        write_config(config)
     with fit_context(model, strategy, train_data):
         with strategy.scope():
             initial_epoch = run.restore(model)
+        if initial_epoch > config["epochs"]:  # preflight checked before the lock; another fit may have gone on
+            raise fewer_epochs_error(config, initial_epoch)
         run.trim_logs(initial_epoch)
         if initial_epoch:
             print(f"resuming {config['model_dir']} after epoch {initial_epoch} of {config['epochs']}", flush=True)
         print(f"training {config['backbone']} + {config['head']} on {devices}, {config['epochs']} epochs of "
               f"{steps} steps (batch {config['batch_size']})", flush=True)
         guard = DivergenceGuard()
-        model.fit(
-            train_data,
-            validation_data=validation,
-            initial_epoch=initial_epoch,
-            epochs=config["epochs"],
-            steps_per_epoch=steps,
-            shuffle=False,  # the input pipeline shuffles
-            validation_steps=config["validation_steps"],
-            callbacks=[guard] + make_callbacks(run, config, steps, chief),
-            verbose=keras_verbosity(config["verbose"]),
-        )
+        try:
+            model.fit(
+                train_data,
+                validation_data=validation,
+                initial_epoch=initial_epoch,
+                epochs=config["epochs"],
+                steps_per_epoch=steps,
+                shuffle=False,  # the input pipeline shuffles
+                validation_steps=config["validation_steps"],
+                callbacks=[guard] + make_callbacks(run, config, steps, chief),
+                verbose=keras_verbosity(config["verbose"]),
+            )
+        except tf.errors.InvalidArgumentError as error:
+            explained = pipelines.input_error(error, data_dir, manifest)
+            if explained is None:
+                raise
+            raise explained from error
     if guard.diverged:
         kept = run.checkpoints()
         kept = (f"the checkpoint of epoch {kept[0]} (backup/) and best.keras are kept in {run.path}" if kept
@@ -150,6 +157,7 @@ def make_callbacks(run, config, steps, chief=True):
         keras.callbacks.TensorBoard(tensorboard_dir, write_graph=False, profile_batch=0),
         ComponentUsage(run.path, tensorboard_dir),
         BestModel(run),
+        SaveConfig(config),
         Checkpoint(run),  # last: an epoch counts as done once everything above has been written
     ]
     if keras_verbosity(config["verbose"]) == 2 and config["verbose"] == "auto":
