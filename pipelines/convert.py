@@ -23,6 +23,7 @@ folders (`--source` twice), or one folder holding both.
 import argparse
 import os
 import sys
+import traceback
 
 from pipelines.errors import DataError
 from pipelines.manifest import has_manifest
@@ -42,6 +43,8 @@ def build_parser():
                              "unfinished one again when its settings or source files changed")
     common.add_argument("--no-progress", action="store_true", help="no progress bar")
     common.add_argument("--seed", type=int, default=0, help="seed for shuffling image lists / synthetic data")
+    common.add_argument("--debug", action="store_true",
+                        help="on an error, print the full traceback; show TensorFlow's start-up log")
     parser = argparse.ArgumentParser(prog="python -m pipelines.convert", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="dataset", required=True, metavar="DATASET",
@@ -100,7 +103,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     # TensorFlow's start-up messages would bury a one-line error; the conversion does no TF math.
     # (Set TF_CPP_MIN_LOG_LEVEL=0 to see them.)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if args.debug else "3")
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     try:
         if has_manifest(args.output) and not args.overwrite:  # before scanning a large source
@@ -117,12 +120,16 @@ def main(argv=None):
                                  min_shards=args.min_shards, workers=args.workers, overwrite=args.overwrite,
                                  progress=not args.no_progress)
     except DataError as e:
+        if args.debug:
+            traceback.print_exc()
         print(f"error: {e}", file=sys.stderr)
         return 2
     except OSError as e:  # a full disk, a read-only folder: the finished shards are kept
         message = write_failure(e, "--output")
         if message is None:
             raise
+        if args.debug:
+            traceback.print_exc()
         print(f"error: {message}; finished shards are kept, run the same command again to resume",
               file=sys.stderr)
         return 2
