@@ -6,6 +6,7 @@ from keras import ops
 from gmsop_keras.layers.initializers import stacked_initializer
 from gmsop_keras.layers.noisy_top_k_gate import GATE_INITS, NOISE_MODES, NoisyTopKGate
 from gmsop_keras.ops import component_output_dim, grouped_components, square_root_sop, stacked_components
+from gmsop_keras.ops.matrix_sqrt import SQRT_DTYPES
 
 # How the top-K components are computed (`dispatch`); `gmsop_keras.models.names.DISPATCHES` names the
 # same values for the command line, which checks them before Keras loads (a test keeps the two equal).
@@ -57,18 +58,15 @@ class GatedMixture(keras.layers.Layer):
     copying each pair's input map instead of its kernels; `"dense"` computes
     all N components for every sample and multiplies by the (mostly zero)
     weights (the maths: `gmsop_keras.ops.dispatch`). All give the same numbers
-    (components have no BatchNorm).
-    `"auto"` gathers when `K < N`: measured on a CPU and an H200
-    (benchmarks/BENCHMARKS.md), grouping runs at the speed and memory of
-    gathering when a map is as large as a kernel (`L C` vs `C h`), as in the
-    paper's networks; it can pay only where the maps are smaller.
+    (components have no BatchNorm). `"auto"` gathers when `K < N`: measured
+    on a CPU and an H200 (benchmarks/BENCHMARKS.md), grouping runs at the
+    speed and memory of gathering when a map is as large as a kernel (`L C`
+    vs `C h`), as in the paper's networks; it can pay only where maps are smaller.
 
     While training, `routing_counts` (a non-trainable N-vector) accumulates
     how many samples each component received; the training callback reads
-    and resets it every epoch.
-
-    The whole layer computes in float32 by default, also under a
-    mixed-precision policy (pass `dtype` to override).
+    and resets it every epoch. The whole layer computes in float32 by default,
+    also under a mixed-precision policy (pass `dtype` to override).
 
     Args:
         num_components: `N`.
@@ -88,6 +86,9 @@ class GatedMixture(keras.layers.Layer):
         bn_momentum: momentum of the prediction layers' BatchNorms (and of
             the gate input's standardisation), Keras' convention.
         seed: seed of the gate noise.
+        sqrt_dtype: operand dtype of every square root's matrix products,
+            `"float32"` (default), `"bfloat16"` or `"float16"`; the trace
+            normalisation and the result stay float32 (`newton_schulz_sqrt`).
 
     Call arguments:
         inputs: feature maps `(batch, height, width, channels)`.
@@ -124,18 +125,16 @@ class GatedMixture(keras.layers.Layer):
         gate_init="random",
         bn_momentum=BN_MOMENTUM,
         seed=None,
+        sqrt_dtype="float32",
         **kwargs,
     ):
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
-        if component not in COMPONENTS:
-            raise ValueError(f"`component` must be one of {COMPONENTS}. Received: component={component!r}")
-        if dispatch not in DISPATCHES:
-            raise ValueError(f"`dispatch` must be one of {DISPATCHES}. Received: dispatch={dispatch!r}")
-        if noise not in NOISE_MODES:
-            raise ValueError(f"`noise` must be one of {NOISE_MODES}. Received: noise={noise!r}")
-        if gate_init not in GATE_INITS:
-            raise ValueError(f"`gate_init` must be one of {GATE_INITS}. Received: gate_init={gate_init!r}")
+        for name, value, allowed in (("component", component, COMPONENTS), ("dispatch", dispatch, DISPATCHES),
+                                     ("noise", noise, NOISE_MODES), ("gate_init", gate_init, GATE_INITS),
+                                     ("sqrt_dtype", sqrt_dtype, SQRT_DTYPES)):
+            if value not in allowed:
+                raise ValueError(f"`{name}` must be one of {allowed}. Received: {name}={value!r}")
         if not isinstance(gate_input_norm, bool):
             raise ValueError(
                 f"`gate_input_norm` must be True or False. Received: gate_input_norm={gate_input_norm!r}"
@@ -170,6 +169,7 @@ class GatedMixture(keras.layers.Layer):
         self.gate_init = gate_init
         self.bn_momentum = float(bn_momentum)
         self.seed = seed
+        self.sqrt_dtype = sqrt_dtype
         self.output_dim = component_output_dim(component, component_dims[-1])
 
         self.gate_convs, self.gate_norms, self.gate, self.gate_input_norm = [], [], None, None
@@ -241,7 +241,7 @@ class GatedMixture(keras.layers.Layer):
         # when the batch is unknown, as in model.fit) and tensors where not.
         batch, height, width, channels = ops.shape(inputs)
         positions = ops.reshape(inputs, (batch, height * width, channels))  # (B, L, C)
-        options = dict(component=self.component, num_iterations=self.num_iterations)
+        options = dict(component=self.component, num_iterations=self.num_iterations, sqrt_dtype=self.sqrt_dtype)
         if self.gate is None:
             return ops.mean(stacked_components(positions[:, None], self.component_kernels, **options), axis=1)
 
@@ -264,7 +264,7 @@ class GatedMixture(keras.layers.Layer):
         for conv, norm in zip(self.gate_convs, self.gate_norms):
             x = ops.relu(norm(conv(x), training=training))
         if self.component == "sop":
-            features = square_root_sop(x, self.num_iterations)
+            features = square_root_sop(x, self.num_iterations, self.sqrt_dtype)
         else:
             features = ops.mean(x, axis=(1, 2))
         if self.gate_input_norm is None:
@@ -294,6 +294,7 @@ class GatedMixture(keras.layers.Layer):
             "gate_init": self.gate_init,
             "bn_momentum": self.bn_momentum,
             "seed": self.seed,
+            "sqrt_dtype": self.sqrt_dtype,
         }
         return {**base_config, **config}
 

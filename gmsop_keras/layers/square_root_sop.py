@@ -5,6 +5,7 @@ from keras import ops
 
 from gmsop_keras.layers.initializers import fresh_initializer
 from gmsop_keras.ops import square_root_sop, triu_output_dim
+from gmsop_keras.ops.matrix_sqrt import SQRT_DTYPES
 
 
 @keras.saving.register_keras_serializable(package="gmsop_keras")
@@ -19,13 +20,17 @@ class SquareRootSOP(keras.layers.Layer):
     bias, as the official code has them.
 
     Runs in float32 by default, also under a mixed-precision policy: the
-    iteration diverges in float16. Pass `dtype` to override.
+    iteration diverges in float16. Pass `dtype` to override; `sqrt_dtype`
+    puts only the square root's matrix products in bfloat16 or float16.
 
     Args:
         hidden_dims: widths of the 1x1 convolutions before pooling; `()` for
             plain SR-SOP.
         num_iterations: Newton-Schulz iterations (paper: 5, official code: 3).
         kernel_initializer: initializer of the 1x1 convolutions.
+        sqrt_dtype: operand dtype of the square root's matrix products,
+            `"float32"` (default), `"bfloat16"` or `"float16"`; the trace
+            normalisation and the result stay float32 (`newton_schulz_sqrt`).
 
     Input shape:
         `(batch, height, width, channels)`.
@@ -45,7 +50,8 @@ class SquareRootSOP(keras.layers.Layer):
         Improving Deep Convolutional Neural Networks, NeurIPS 2018.
     """
 
-    def __init__(self, hidden_dims=(), num_iterations=5, kernel_initializer="he_normal", **kwargs):
+    def __init__(self, hidden_dims=(), num_iterations=5, kernel_initializer="he_normal", sqrt_dtype="float32",
+                 **kwargs):
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         hidden_dims = tuple(int(d) for d in hidden_dims)
@@ -55,6 +61,9 @@ class SquareRootSOP(keras.layers.Layer):
             raise ValueError(
                 f"`num_iterations` must be an integer >= 1. Received: num_iterations={num_iterations}"
             )
+        if sqrt_dtype not in SQRT_DTYPES:
+            raise ValueError(f"`sqrt_dtype` must be one of {SQRT_DTYPES}. Received: sqrt_dtype={sqrt_dtype!r}")
+        self.sqrt_dtype = sqrt_dtype
         self.hidden_dims = hidden_dims
         self.num_iterations = num_iterations
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
@@ -83,7 +92,7 @@ class SquareRootSOP(keras.layers.Layer):
         x = inputs
         for kernel in self.kernels:
             x = ops.relu(ops.matmul(x, kernel))
-        return square_root_sop(x, self.num_iterations)
+        return square_root_sop(x, self.num_iterations, self.sqrt_dtype)
 
     def compute_output_shape(self, input_shape):
         channels = self.hidden_dims[-1] if self.hidden_dims else input_shape[-1]
@@ -95,5 +104,6 @@ class SquareRootSOP(keras.layers.Layer):
             "hidden_dims": list(self.hidden_dims),
             "num_iterations": self.num_iterations,
             "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+            "sqrt_dtype": self.sqrt_dtype,
         }
         return {**base_config, **config}

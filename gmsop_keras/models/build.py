@@ -40,6 +40,7 @@ def build_model(
     dispatch=None,
     seed=None,
     sop_channels=None,
+    sqrt_dtype=None,
     gsop_stages=None,
     gaussian_pooling=None,
     conv1_bias=None,
@@ -94,6 +95,9 @@ def build_model(
         seed: seed of the gate noise (no effect on a model without a gate).
         sop_channels: second-order heads reduce wider maps (WRN-36-2's 256
             channels) to this many (default 128) with a 1x1 conv + BN + ReLU.
+        sqrt_dtype: operand dtype of the square roots' matrix products in a
+            second-order head: `"float32"` (default), `"bfloat16"` or
+            `"float16"`; their trace normalisation and result stay float32.
         gsop_stages, gaussian_pooling: the seed family's options for the
             small-image backbones: GSoP blocks in the last block of these
             stages (1-4), and Gaussian pooling in place of strided blocks

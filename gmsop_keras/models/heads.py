@@ -119,6 +119,7 @@ def apply_head(
     bn_momentum=0.9,
     gate_input_norm=True,
     gate_init="random",
+    sqrt_dtype="float32",
     convention="keras",
 ):
     """Pooling, (BatchNorm, Dropout) and classifier on a feature map: every model's head.
@@ -140,6 +141,8 @@ def apply_head(
             classifier; `None`: `sqrt(128 / D)` capped at 1 (see above).
         sop_baseline_bn: whether `sr-sop` and `psr-sop` have that BatchNorm
             and the Dropout (`False`: the official baseline).
+        sqrt_dtype: operand dtype of the matrix products of every square root
+            of a `gm-sop`, `ave-sop`, `sr-sop` or `psr-sop` head (`SquareRootSOP`).
         bn_momentum: momentum of the head's BatchNorms (Keras' convention),
             but for the seed heads' reduction, PyTorch's (`TORCH_BN_MOMENTUM`).
         convention: `"keras"` (layers `gap` and `logits`, Keras' default
@@ -189,11 +192,12 @@ def apply_head(
             gate_init=gate_init,
             bn_momentum=bn_momentum,
             seed=seed,
+            sqrt_dtype=sqrt_dtype,
             name="mixture",
         )(x)
     elif spec.second_order:
         hidden_dims = SOP_COMPONENT_DIMS if spec.parametric else ()
-        x = SquareRootSOP(hidden_dims, num_iterations=num_iterations, name="sr_sop")(x)
+        x = SquareRootSOP(hidden_dims, num_iterations=num_iterations, sqrt_dtype=sqrt_dtype, name="sr_sop")(x)
         if not sop_baseline_bn:
             return _classifier(x, num_classes, convention)
     elif spec.parametric:

@@ -137,6 +137,9 @@ MODEL_OPTIONS = (
            trait="second_order", note="paper: 5, official code: 3"),
     Option("sop_channels", "int", 128, "second-order heads reduce wider maps to this many channels", low=1,
            trait="second_order", flag=False),
+    Option("sqrt_dtype", "str", "float32", "operand dtype of the square roots' matrix products (trace "
+           "normalisation and result stay float32)", choices=("float32", "bfloat16", "float16"),
+           trait="second_order", flag=False),
     Option("noise", "str", "per_sample", "gate noise", choices=("per_sample", "per_component", "none"),
            trait="gated"),
     Option("dropout", "float", None, "dropout before the classifier (0.2; 0.4 for WRN GM-SOP)", low=0, high=1,

@@ -26,7 +26,7 @@ def component_output_dim(component, width):
     return triu_output_dim(width) if component == "sop" else width
 
 
-def stacked_components(positions, kernels, component="sop", num_iterations=5):
+def stacked_components(positions, kernels, component="sop", num_iterations=5, sqrt_dtype=None):
     """Component outputs `(B, M, D)` for positions `(B, 1, L, C)` and kernels `(M, C, h)` or `(B, M, C, h)`.
 
     Args:
@@ -35,6 +35,7 @@ def stacked_components(positions, kernels, component="sop", num_iterations=5):
             components, the dense dispatch) or per sample (`(B, M, C, h)`: the gathered top-K).
         component: `"sop"` or `"gap"`.
         num_iterations: Newton-Schulz iterations of every square root.
+        sqrt_dtype: dtype of the square roots' matrix products (default float32).
     """
     x = positions
     for kernel in kernels:
@@ -43,11 +44,11 @@ def stacked_components(positions, kernels, component="sop", num_iterations=5):
         return ops.mean(x, axis=2)
     num, width = x.shape[1], x.shape[3]
     flat = ops.reshape(x, (-1, ops.shape(x)[2], width))  # (B * M, L, h)
-    pooled = square_root_sop(flat, num_iterations)
+    pooled = square_root_sop(flat, num_iterations, sqrt_dtype)
     return ops.reshape(pooled, (-1, num, component_output_dim(component, width)))
 
 
-def grouped_components(positions, indices, kernels, component="sop", num_iterations=5):
+def grouped_components(positions, indices, kernels, component="sop", num_iterations=5, sqrt_dtype=None):
     """Outputs `(B, K, D)` of the selected components, grouped by component.
 
     The `P = B * K` (sample, component) pairs are laid out component by
@@ -64,6 +65,7 @@ def grouped_components(positions, indices, kernels, component="sop", num_iterati
         kernels: the 1x1 convolutions' stacked kernels `(N, C, h)` of all N components.
         component: `"sop"` or `"gap"`.
         num_iterations: Newton-Schulz iterations of every square root.
+        sqrt_dtype: dtype of the square roots' matrix products (default float32).
     """
     num_components, top_k = kernels[0].shape[0], indices.shape[-1]
     width = kernels[-1].shape[-1]
@@ -99,7 +101,7 @@ def grouped_components(positions, indices, kernels, component="sop", num_iterati
     if component == "gap":
         rows = ops.mean(x, axis=1)
     else:
-        rows = square_root_sop(x, num_iterations)  # (R, D)
+        rows = square_root_sop(x, num_iterations, sqrt_dtype)  # (R, D)
     output_dim = component_output_dim(component, width)
     return ops.reshape(ops.take(rows, row_of_pair, axis=0), (-1, top_k, output_dim))
 

@@ -30,6 +30,16 @@ peak memory.
 
 The trace terms, with `t` clamped at `TRACE_EPSILON`:
 `gA = gA_n / t + (sum(G * Y_N) / (2 sqrt t) - sum(gA_n * A_n) / t) I`.
+
+Precision policy (`compute_dtype`): by default every step runs in float32
+(float64 stays float64). With `compute_dtype="bfloat16"` or `"float16"` only
+the matrix products take half-precision operands; each product comes back as
+float32 (the accumulation is the backend's: float32 on GPU tensor cores),
+and the trace, its normalisation, the `T_k` updates, the post-compensation
+and the result stay float32. The backward scales the upstream gradient of
+each matrix by a power of two (its Frobenius norm rounded) before its half-
+precision products and undoes it at the end, exactly, so that a loss-scaled
+gradient neither overflows float16 nor underflows.
 """
 
 from keras import ops
@@ -41,8 +51,12 @@ from gmsop_keras.ops.precision import to_float32_or_wider
 # an all-zero input) and finite gradients instead of 0/0.
 TRACE_EPSILON = 1e-12
 
+# The dtypes the matrix products may take (`compute_dtype`); "float32" is the default, also
+# meaning "the input's own" for float64 input.
+SQRT_DTYPES = ("float32", "bfloat16", "float16")
 
-def newton_schulz_sqrt(a, num_iterations=5, custom_gradient=True):
+
+def newton_schulz_sqrt(a, num_iterations=5, custom_gradient=True, compute_dtype=None):
     """Approximate matrix square root of symmetric PSD matrices (iSQRT-COV).
 
     Args:
@@ -68,27 +82,45 @@ def newton_schulz_sqrt(a, num_iterations=5, custom_gradient=True):
             "`num_iterations` must be an integer >= 1. "
             f"Received: num_iterations={num_iterations}"
         )
+    if compute_dtype is not None and compute_dtype not in SQRT_DTYPES:
+        raise ValueError(
+            f"`compute_dtype` must be None or one of {SQRT_DTYPES}. Received: compute_dtype={compute_dtype!r}"
+        )
     a = to_float32_or_wider(a)
     if len(a.shape) < 2 or a.shape[-1] != a.shape[-2]:
         raise ValueError(
             "`newton_schulz_sqrt` expects square matrices of shape (..., d, d). "
             f"Received: shape={a.shape}"
         )
+    matmul = _matmul_in(compute_dtype)
     if not custom_gradient:
-        return _forward(a, num_iterations)[0]
+        return _forward(a, num_iterations, matmul)[0]
 
     @ops.custom_gradient
     def sqrt_with_gradient(matrices):
-        output, saved = _forward(matrices, num_iterations)
+        output, saved = _forward(matrices, num_iterations, matmul)
 
         def grad(*args, upstream=None):
             if upstream is None:
                 (upstream,) = args
-            return _backward(upstream, saved, num_iterations)
+            return _backward(upstream, saved, num_iterations, matmul)
 
         return output, grad
 
     return sqrt_with_gradient(a)
+
+
+def _matmul_in(compute_dtype):
+    """`ops.matmul`, or a product of operands cast to a half `compute_dtype` returned in float32."""
+    if compute_dtype in (None, "float32"):
+        return ops.matmul
+
+    def matmul(x, y):
+        product = ops.matmul(ops.cast(x, compute_dtype), ops.cast(y, compute_dtype))
+        return ops.cast(product, x.dtype)
+
+    matmul.half = True
+    return matmul
 
 
 def _step_matrix(p, eye):
@@ -108,28 +140,28 @@ def _after(x, dependency):
     return x + 0.0 * dependency[..., :1, :1]
 
 
-def _forward(a, num_iterations):
+def _forward(a, num_iterations, matmul=ops.matmul):
     eye = ops.eye(a.shape[-1], dtype=a.dtype)
     trace = ops.trace(a, axis1=-2, axis2=-1)[..., None, None]
     norm = ops.maximum(trace, TRACE_EPSILON)
     a_n = a / norm
     ys, zs = [], []
     t = _step_matrix(a_n, eye)
-    y = ops.matmul(a_n, t)
+    y = matmul(a_n, t)
     z = t
     for _ in range(num_iterations - 1):
         ys.append(y)
         zs.append(z)
-        t = _step_matrix(ops.matmul(z, y), eye)
-        y = ops.matmul(y, t)
-        z = ops.matmul(t, z)
+        t = _step_matrix(matmul(z, y), eye)
+        y = matmul(y, t)
+        z = matmul(t, z)
     root_norm = ops.sqrt(norm)
     output = y * root_norm
     saved = dict(a_n=a_n, ys=ys, zs=zs, trace=trace, norm=norm, root_norm=root_norm, eye=eye)
     return output, saved
 
 
-def _backward(upstream, saved, num_iterations):
+def _backward(upstream, saved, num_iterations, matmul=ops.matmul):
     """Adjoint of `_forward`; see the module docstring for the recursion.
 
     With S_k = 3 I - Z_{k-1} Y_{k-1} = 2 T_k, one step of the recursion is
@@ -147,30 +179,37 @@ def _backward(upstream, saved, num_iterations):
     upstream = ops.cast(upstream, a_n.dtype)
     three_eye = 3.0 * eye
     g_y = upstream * root_norm  # gY_N, then carried as 2^(steps done) * gY_k
+    scale = None
+    if getattr(matmul, "half", False):
+        # The recursion is linear in G: scaled by a power of two near 1 / ||gY_N||, undone at the end.
+        frobenius = ops.sqrt(ops.sum(ops.square(g_y), axis=(-2, -1), keepdims=True))
+        scale = ops.power(2.0, ops.round(ops.log2(ops.maximum(frobenius, 1e-30))))
+        scale = ops.cast(scale, g_y.dtype)
+        g_y = g_y / scale
     g_z = None  # the last iteration produces no Z
     g_norm = None
 
     # Iterations N .. 2, newest first. Iteration k maps (Y_{k-1}, Z_{k-1}) -> (Y_k, Z_k).
     for y, z in zip(reversed(ys), reversed(zs)):
         # Rebuild S_k beside the M products; the first step back runs at once anyway.
-        s_k = three_eye - ops.matmul(z, y if g_z is None else _after(y, g_y))
-        m = ops.matmul(y, g_y)
+        s_k = three_eye - matmul(z, y if g_z is None else _after(y, g_y))
+        m = matmul(y, g_y)
         if g_z is None:
             g_norm = _post_compensation_gradient(m, s_k, norm)
-            g_y, g_z = ops.matmul(g_y, s_k) - ops.matmul(z, m), -ops.matmul(m, y)
+            g_y, g_z = matmul(g_y, s_k) - matmul(z, m), -matmul(m, y)
         else:
-            m = m + ops.matmul(g_z, z)
+            m = m + matmul(g_z, z)
             g_y, g_z = (
-                ops.matmul(g_y, s_k) - ops.matmul(z, m),
-                ops.matmul(s_k, g_z) - ops.matmul(m, y),
+                matmul(g_y, s_k) - matmul(z, m),
+                matmul(s_k, g_z) - matmul(m, y),
             )
 
     # Iteration 1: Y_1 = A_n S_1 / 2, Z_1 = S_1 / 2, S_1 = 3 I - A_n.
     s_1 = three_eye - a_n
-    m = ops.matmul(a_n, g_y)
+    m = matmul(a_n, g_y)
     if g_norm is None:  # num_iterations == 1
         g_norm = _post_compensation_gradient(m, s_1, norm)
-    g_a_n = ops.matmul(g_y, s_1) - m
+    g_a_n = matmul(g_y, s_1) - m
     if g_z is not None:
         g_a_n = g_a_n - g_z
     g_a_n = g_a_n * (0.5**num_iterations)
@@ -178,7 +217,8 @@ def _backward(upstream, saved, num_iterations):
     # Pre-normalisation: A_n = A / norm, norm = max(tr(A), eps).
     g_norm = g_norm - ops.sum(g_a_n * a_n, axis=(-2, -1), keepdims=True) / norm
     g_trace = ops.where(saved["trace"] > TRACE_EPSILON, g_norm, ops.zeros_like(g_norm))
-    return g_a_n / norm + g_trace * eye
+    gradient = g_a_n / norm + g_trace * eye
+    return gradient if scale is None else gradient * scale
 
 
 def _post_compensation_gradient(m, s_n, norm):
