@@ -3,9 +3,10 @@
 Trains ResNet-18 through `python -m gmsop_keras.fit` once per (head, preset, seed), every run
 with the same data, step schedule, batch and learning rate, and prints a markdown table of the
 final top-1 / top-5 errors (each run's metrics.json) followed by one row per configuration with
-the mean, the standard deviation (n - 1) and the range over its seeds. A run that diverges is
-a row saying so and counts in no mean. Finished runs in --workdir are read back, not trained
-again, so an interrupted benchmark continues where it stopped.
+the mean, the standard deviation (n - 1) and the range over its seeds. A run that diverges
+(fit's exit status 3) is a row saying so and counts in no mean; any other failure stops the
+benchmark. Finished runs in --workdir are read back, not trained again, so an interrupted
+benchmark continues where it stopped.
 
     python benchmarks/bench_accuracy.py --dataset synthetic --heads gm-sop-16-8 gap sr-sop --seeds 0 1 2
     python benchmarks/bench_accuracy.py --dataset digits --presets default paper official --seeds 0 1 2
@@ -34,6 +35,7 @@ SCHEDULES = {
     "digits": dict(stages=[6, 2], lr=0.05, batch_size=64, augment="none"),
 }
 FOLDER_SCHEDULE = dict(stages=[20, 5, 5], lr=0.05, batch_size=128, augment=None)
+DIVERGED = 3  # fit's exit status when the loss became NaN or infinite (gmsop_keras.cli.errors)
 COMPARED = ("stages", "lr", "batch_size", "augment", "steps_per_epoch", "validation_steps", "deterministic")
 
 
@@ -113,8 +115,11 @@ def train(data, head, preset, seed, model_dir, settings):
         done = subprocess.run([sys.executable, "-m", "gmsop_keras.fit", *flags],
                               env=dict(os.environ, PYTHONPATH=ROOT), cwd=ROOT)
         seconds = time.perf_counter() - start
-        if done.returncode != 0:
+        if done.returncode == DIVERGED:
             return dict(diverged=True, seconds=seconds)
+        if done.returncode != 0:
+            sys.exit(f"error: python -m gmsop_keras.fit {' '.join(flags)} failed (exit status {done.returncode}); "
+                     "see its message above")
     with open(metrics_file) as f:
         metrics = json.load(f)
     return dict(top1=metrics["top1_error"], top5=metrics["top5_error"], seconds=seconds)
