@@ -44,6 +44,8 @@ TRAINING_OPTIONS = (
     Option("model_dir", "str", None, "checkpoints, logs, plots and the resolved config "
            "(default: runs/<dataset>-<backbone>-<head>)"),
     Option("seed", "int", 0, "seed of the weights, the gate noise and the data order", low=0),
+    Option("deterministic", "bool", False, "the same numbers twice from the same --seed: TensorFlow op "
+           "determinism on top of the fixed seeds (README, Training)"),
     Option("mixed_precision", "bool", False, "mixed_float16 (second-order parts, gate and classifier stay float32)"),
     Option("jit_compile", "str", "auto", "XLA: auto = on for one GPU, off on a CPU and under a distribution "
            "strategy (where Keras 3.15 cannot compile)", choices=("auto", "on", "off"), resumable=True),

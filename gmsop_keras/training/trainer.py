@@ -64,7 +64,11 @@ def devices_line():
 
 
 def train(config, run, data_dir, manifest, strategy, chief, devices):
-    keras.utils.set_random_seed(config["seed"])
+    keras.utils.set_random_seed(config["seed"])  # Python's, NumPy's and the backend's global seeds
+    if config.get("deterministic"):
+        # Before any op runs: deterministic kernels (or an error naming an op without one) and
+        # tf.data pipelines in order, whatever their `deterministic` option says.
+        tf.config.experimental.enable_op_determinism()
     if config["mixed_precision"]:
         keras.mixed_precision.set_global_policy("mixed_float16")
     first_conversion = manifest is None  # the synthetic set, converted on first use just below
