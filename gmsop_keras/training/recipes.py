@@ -52,8 +52,8 @@ def _official(stages, lr, batch_size=256, dropout=None):
     return Recipe(stages, lr, batch_size=batch_size, weight_decay=1e-4, dropout=dropout, source="official")
 
 
-# The built-in synthetic set: the run measured in benchmarks/BENCHMARKS.md (GM-SOP-16-8
-# 0.7% top-1 error, GAP 71.9%), about five minutes on a 2-core CPU.
+# The built-in synthetic set: the README's main job, whose validation error over three seeds
+# benchmarks/BENCHMARKS.md gives (bench_accuracy.py), about five minutes on an idle 2-core CPU.
 SYNTHETIC_SIZE = dict(num_classes=10, train_per_class=400, val_per_class=100, image_size=32)
 SYNTHETIC = Recipe((4, 2), 0.05, batch_size=64, source="project")
 # A converted folder of unknown size: a 30-epoch three-step schedule, the paper's SGD settings,
