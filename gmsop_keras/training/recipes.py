@@ -107,8 +107,8 @@ _FOLDER_CHOICE = "library choice (unmeasured: gmsop_keras/training/recipes.py, F
 _PAPER_DECAY = 'paper Sec. 3.2: "The initial learning rates are set to 0.15 and 0.1 with decay rate of 0.1"'
 _PROJECT_SGD = (("lr_decay", _PAPER_DECAY),) + _PAPER_SGD[1:]
 
-# The built-in synthetic set: the run measured in benchmarks/BENCHMARKS.md (GM-SOP-16-8
-# 0.7% top-1 error, GAP 71.9%), about five minutes on a 2-core CPU.
+# The built-in synthetic set: the README's main job, whose validation error over three seeds
+# benchmarks/BENCHMARKS.md gives (bench_accuracy.py), about five minutes on an idle 2-core CPU.
 SYNTHETIC_SIZE = dict(num_classes=10, train_per_class=400, val_per_class=100, image_size=32)
 SYNTHETIC = Recipe((4, 2), 0.05, batch_size=64, source="project", cites=(
     ("stages", _MEASURED_SYNTHETIC), ("lr", _MEASURED_SYNTHETIC), ("batch_size", _MEASURED_SYNTHETIC)) + _PROJECT_SGD)
