@@ -4,13 +4,13 @@ names go through conversion, training and evaluation."""
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 from PIL import Image
+
+from tests.run_signals import signal_when
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ENV = dict(os.environ, PYTHONPATH=ROOT, PYTHONUNBUFFERED="1")
@@ -33,11 +33,7 @@ def test_a_mixed_precision_run_killed_after_an_epoch_resumes_in_mixed_precision(
     command = [sys.executable, "-m", "gmsop_keras.fit", "--dataset", tiny_synthetic, "--model-dir", str(model_dir),
                "--epochs", "3", "--mixed-precision", *TINY]
     process = subprocess.Popen(command, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 240
-    while not (model_dir / "backup" / "epoch-00001.json").exists():  # epoch 1's backup is complete
-        assert process.poll() is None and time.time() < deadline, "the run ended before epoch 1's backup"
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
+    signal_when(process, model_dir / "backup" / "epoch-00001.json")  # epoch 1's backup is complete
     process.wait()
 
     result = subprocess.run(command, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)

@@ -7,12 +7,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import yaml
 
 from gmsop_keras.training.run_directory import canonical_path
+from tests.run_signals import signal_when
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ENV = dict(os.environ, PYTHONPATH=ROOT, PYTHONUNBUFFERED="1")
@@ -52,11 +52,7 @@ def test_fewer_epochs_than_a_killed_run_trained_are_refused_before_training(tiny
     command = [sys.executable, "-m", "gmsop_keras.fit", "--dataset", tiny_synthetic, "--model-dir", str(model_dir),
                "--epochs", "6", "--steps-per-epoch", "2", *TINY]
     process = subprocess.Popen(command, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 240
-    while not (model_dir / "backup" / "epoch-00002.json").exists():  # epoch 2's backup is complete
-        assert process.poll() is None and time.time() < deadline, "the run ended before epoch 2's backup"
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
+    signal_when(process, model_dir / "backup" / "epoch-00002.json")  # epoch 2's backup is complete
     process.wait()
     trained = max(int(name[6:11]) for name in os.listdir(model_dir / "backup") if name.endswith(".json"))
     assert 2 <= trained < 6
@@ -194,11 +190,7 @@ def test_an_interrupted_or_terminated_run_resumes_where_it_stopped(signal_number
                "--epochs", "3", "--steps-per-epoch", "2", *TINY]
     process = subprocess.Popen(command, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                text=True)
-    deadline = time.time() + 240
-    while not (model_dir / "backup" / "epoch-00001.json").exists():
-        assert process.poll() is None and time.time() < deadline, "the run ended before epoch 1's backup"
-        time.sleep(0.05)
-    process.send_signal(signal_number)
+    signal_when(process, model_dir / "backup" / "epoch-00001.json", signal_number)
     stderr = process.communicate(timeout=120)[1]
     assert process.returncode == code, stderr[-3000:]
     if last_line:

@@ -63,6 +63,15 @@ def fit(data, model_dir, epochs, hook=None, prefix=(), env=None):
                           capture_output=True, text=True, timeout=300)
 
 
+def assert_permission_denied(result, named):
+    """`fit` ended in the one line naming the file it could not write, without a traceback."""
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: cannot write {named}: Permission denied; make the folder writable, "
+        "or choose another --model-dir")
+    assert "Traceback" not in result.stderr
+
+
 def digest(path):
     with open(path, "rb") as f:
         return hashlib.sha256(f.read()).hexdigest()
@@ -112,11 +121,7 @@ def test_a_real_small_disk_filling_during_a_save(tiny_synthetic, tmp_path):
 def test_a_lock_file_that_cannot_be_created_is_one_line(tiny_synthetic, tmp_path):
     model_dir = tmp_path / "run"
     result = fit(tiny_synthetic, model_dir, 1, hook=LOCK_REFUSED)
-    assert result.returncode == 2, result.stderr[-3000:]
-    assert result.stderr.strip().splitlines()[-1] == (
-        f"error: cannot write {model_dir}/.lock: Permission denied; make the folder writable, "
-        "or choose another --model-dir")
-    assert "Traceback" not in result.stderr
+    assert_permission_denied(result, f"{model_dir}/.lock")
 
 
 def test_a_read_only_model_dir_for_real(tiny_synthetic, tmp_path):
@@ -135,11 +140,7 @@ def test_a_read_only_model_dir_for_real(tiny_synthetic, tmp_path):
     try:
         for model_dir, named in ((existing, existing / ".lock"), (parent / "new", parent / "new")):
             result = fit(tiny_synthetic, model_dir, 1, prefix=prefix)
-            assert result.returncode == 2, result.stderr[-3000:]
-            assert result.stderr.strip().splitlines()[-1] == (
-                f"error: cannot write {named}: Permission denied; make the folder writable, "
-                "or choose another --model-dir")
-            assert "Traceback" not in result.stderr
+            assert_permission_denied(result, named)
     finally:
         for folder in (existing, parent):
             folder.chmod(0o755)
