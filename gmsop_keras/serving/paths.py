@@ -8,7 +8,7 @@ import zlib
 
 import yaml
 
-from gmsop_keras.training.data import synthetic_dir
+from gmsop_keras.training.data import named_data_dir
 from gmsop_keras.training.errors import UsageError
 from gmsop_keras.training.saved_config import CONFIG_FILE, read_saved_config
 from pipelines import storage
@@ -108,7 +108,7 @@ def run_data_dir(model_path):
         return None
     if not isinstance(config, dict) or not isinstance(config.get("dataset"), str):
         return None
-    data_dir = synthetic_dir(config) if config["dataset"] == "synthetic" else config.get("data_dir") or config["dataset"]
+    data_dir = named_data_dir(config) or config["dataset"]
     return data_dir, storage.join(model_dir, CONFIG_FILE)
 
 

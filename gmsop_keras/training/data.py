@@ -22,6 +22,16 @@ def synthetic_dir(config):
         SYNTHETIC_CACHE, "synthetic-" + "-".join(f"{k}{v}" for k, v in sorted(options.items())))
 
 
+def named_data_dir(config):
+    """The folder a configuration's data is in, unchecked: the synthetic set's cache (or its
+    `data_dir`), else `data_dir`, else the dataset given as a folder; None for `imagenet64` or
+    `places365` without a data dir."""
+    dataset = config["dataset"]
+    if dataset == "synthetic":
+        return synthetic_dir(config)
+    return config.get("data_dir") or (dataset if dataset not in ("imagenet64", "places365") else None)
+
+
 def locate_data(config):
     """(data dir, manifest) of the configuration, checked without TensorFlow.
 
@@ -32,10 +42,9 @@ def locate_data(config):
         pipelines.DataError: a folder that is not a finished conversion.
     """
     dataset = config["dataset"]
+    data_dir = named_data_dir(config)
     if dataset == "synthetic":
-        folder = synthetic_dir(config)
-        return folder, (read_manifest(folder) if has_manifest(folder) else None)
-    data_dir = config["data_dir"] or (dataset if dataset not in ("imagenet64", "places365") else None)
+        return data_dir, (read_manifest(data_dir) if has_manifest(data_dir) else None)
     if data_dir is None:
         raise UsageError(f"--dataset {dataset} needs --data-dir: the output of python -m pipelines.convert {dataset}")
     if not storage.isdir(data_dir):
